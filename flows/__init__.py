@@ -1,0 +1,1 @@
+"""digitflow flows: short stories of task calls, plus the `digitflow` console script."""

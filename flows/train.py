@@ -1,0 +1,73 @@
+"""train-digits: ingest → normalize → train → evaluate → plot → report."""
+
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from prefect import flow
+from prefect.runtime import flow_run
+
+from tasks.evaluate import evaluate_model
+from tasks.ingest import load_mnist
+from tasks.normalize import normalize
+from tasks.paths import get_paths
+from tasks.plots import plot_training
+from tasks.registry import model_metadata, record_model_task
+from tasks.report import publish_training_report
+from tasks.settings import TrainSettings
+from tasks.train import train_model
+
+
+def train_run_name() -> str:
+    return f"train-{flow_run.parameters['preset']}-{datetime.now(timezone.utc):%Y-%m-%d}"
+
+
+@flow(name="train-digits", flow_run_name=train_run_name)
+def train_digits(
+    preset: str = "seed",
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    seed: int = 42,
+    limit: int | None = None,
+    data: Path | None = None,
+    allow_unverified_data: bool = False,
+    no_cache: bool = False,
+) -> dict:
+    started = time.perf_counter()
+    settings = TrainSettings(preset=preset, epochs=epochs, batch_size=batch_size, seed=seed,
+                             limit=limit, data=data, allow_unverified_data=allow_unverified_data,
+                             no_cache=no_cache)
+    paths = get_paths()
+
+    # Load
+    dataset = load_mnist(paths=paths, data=settings.data,
+                         allow_unverified=settings.allow_unverified_data)
+    # Prepare
+    normalized = normalize(paths=paths, dataset=dataset, limit=settings.limit,
+                           refresh=settings.no_cache)
+    # Train
+    trained = train_model(paths=paths, normalized=normalized, settings=settings)
+    # Evaluate
+    evaluated = evaluate_model(paths=paths, trained=trained, normalized=normalized,
+                               refresh=settings.no_cache)
+    plots = plot_training(paths=paths, trained=trained, evaluated=evaluated,
+                          normalized=normalized, refresh=settings.no_cache)
+    # Report
+    steps = {"normalize": normalized, "train": trained, "evaluate": evaluated, "plots": plots}
+    timings = {step: round(record["step_seconds"], 2) for step, record in steps.items()}
+    metadata = model_metadata(dataset=dataset, trained=trained, evaluated=evaluated,
+                              limit=settings.limit, timings=timings, run_id=str(flow_run.id))
+    record_model_task(paths=paths, metadata=metadata)
+    publish_training_report(metadata=metadata, evaluated=evaluated, plots=plots)
+    return {
+        "test_accuracy": evaluated["test_accuracy"],
+        "model_path": metadata["model_path"],
+        "model_version": metadata["model_version"],
+        "run_id": str(flow_run.id),
+        "seconds": round(time.perf_counter() - started, 2),
+        "cached_steps": [step for step, record in steps.items() if record["cached"]],
+    }
+
+
+if __name__ == "__main__":
+    print(train_digits(preset="seed", epochs=None, seed=42, limit=None))

@@ -1,0 +1,68 @@
+"""Test-set metrics: accuracy and loss, per-class precision/recall/F1, the confusion matrix."""
+
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
+
+from tasks.mnist import NUM_CLASSES
+from tasks.paths import Paths
+from tasks.store import cached_step, code_version, content_key, write_json, write_parquet
+
+CLASSES = list(range(NUM_CLASSES))
+
+
+def cross_entropy(y: np.ndarray, prob: np.ndarray) -> float:
+    # The same clipping Keras applies in sparse_categorical_crossentropy.
+    picked = np.clip(prob[np.arange(len(y)), y], 1e-7, 1.0)
+    return float(-np.mean(np.log(picked)))
+
+
+def evaluation_tables(y: np.ndarray, prob: np.ndarray) -> dict:
+    pred = prob.argmax(axis=1)
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y, pred, labels=CLASSES, zero_division=0)
+    per_class = pd.DataFrame({"digit": CLASSES, "precision": precision, "recall": recall,
+                              "f1": f1, "support": support})
+    confusion = pd.DataFrame(confusion_matrix(y, pred, labels=CLASSES),
+                             columns=[f"pred_{c}" for c in CLASSES])
+    confusion.insert(0, "true", CLASSES)
+    predictions = pd.DataFrame({"index": np.arange(len(y)), "true": y.astype(np.int64),
+                                "pred": pred, "confidence": prob.max(axis=1)})
+    metrics = {"test_accuracy": float(accuracy_score(y, pred)), "test_loss": cross_entropy(y, prob),
+               "test_images": int(len(y))}
+    return {"metrics": metrics, "per_class": per_class, "confusion": confusion,
+            "predictions": predictions}
+
+
+def evaluated_model(paths: Paths, trained: dict, normalized: dict, refresh: bool) -> dict:
+    key = content_key("evaluate", trained["version"], normalized["key"],
+                      code_version(sys.modules[__name__]))
+    out = Path(trained["files"]["model"]["path"]).parent / "evaluation"
+
+    def produce() -> dict:
+        with np.load(normalized["files"]["arrays"]["path"], allow_pickle=False) as npz:
+            x, y = npz["x_test"], npz["y_test"]
+        model = keras.saving.load_model(trained["files"]["model"]["path"], compile=False)
+        tables = evaluation_tables(y, model.predict(x, batch_size=1024, verbose=0))
+        files = {"metrics": out / "metrics.json"}
+        write_json(files["metrics"], tables["metrics"])
+        for name in ("per_class", "confusion", "predictions"):
+            files[name] = out / f"{name}.parquet"
+            write_parquet(tables[name], files[name])
+        return {"files": files, "key": key, **tables["metrics"]}
+
+    return cached_step(paths.cache / f"evaluate-{key}.json", refresh, produce)
+
+
+@task(name="evaluate-model", cache_policy=NO_CACHE)
+def evaluate_model(paths: Paths, trained: dict, normalized: dict, refresh: bool) -> dict:
+    record = evaluated_model(paths, trained, normalized, refresh)
+    get_run_logger().info("test accuracy %.4f, loss %.4f%s", record["test_accuracy"],
+                          record["test_loss"], " (cached)" if record["cached"] else "")
+    return record

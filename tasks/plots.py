@@ -1,0 +1,96 @@
+"""PNG plots of a training run: the tutorial's curves, the confusion matrix, the mistakes."""
+
+import io
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure  # no pyplot: no global state, safe in worker threads
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from tasks.paths import Paths
+from tasks.store import cached_step, code_version, content_key, write_bytes
+
+DPI = 80  # small PNGs (tens of KB) so the report can embed them in the Prefect UI
+
+
+def png_bytes(fig: Figure) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def curves_figure(history: pd.DataFrame) -> Figure:
+    fig = Figure(figsize=(10, 4))
+    for ax, metric in zip(fig.subplots(1, 2), ("loss", "accuracy")):
+        ax.plot(history["epoch"], history[metric], marker=".", label=metric)
+        if f"val_{metric}" in history:
+            ax.plot(history["epoch"], history[f"val_{metric}"], marker=".", label=f"val_{metric}")
+        ax.set(title=metric, xlabel="epoch")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    return fig
+
+
+def confusion_figure(confusion: pd.DataFrame) -> Figure:
+    counts = confusion.drop(columns="true").to_numpy()
+    fig = Figure(figsize=(6, 5))
+    ax = fig.subplots()
+    image = ax.imshow(np.log1p(counts), cmap="Blues")  # log: the diagonal would drown the errors
+    for (i, j), n in np.ndenumerate(counts):
+        ax.text(j, i, str(n), ha="center", va="center", fontsize=7,
+                color="white" if i == j else "black")
+    ax.set(xticks=range(10), yticks=range(10), xlabel="predicted", ylabel="true",
+           title="confusion matrix (test set)")
+    fig.colorbar(image, ax=ax, label="log(1 + count)")
+    return fig
+
+
+def misclassified_figure(x: np.ndarray, predictions: pd.DataFrame, limit: int = 24) -> Figure:
+    wrong = predictions[predictions["true"] != predictions["pred"]]
+    wrong = wrong.sort_values("confidence", ascending=False).head(limit)
+    cols = 8
+    rows = max(1, -(-len(wrong) // cols))
+    fig = Figure(figsize=(cols * 1.2, rows * 1.45))
+    axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
+    for ax in axes:
+        ax.axis("off")
+    for ax, row in zip(axes, wrong.itertuples()):
+        ax.imshow(x[row.index], cmap="gray_r")
+        ax.set_title(f"true {row.true} → {row.pred}\n{row.confidence:.0%}", fontsize=8)
+    fig.suptitle(f"{len(predictions[predictions['true'] != predictions['pred']])} misclassified "
+                 f"test digits; most confident mistakes first")
+    return fig
+
+
+def training_plots(paths: Paths, trained: dict, evaluated: dict, normalized: dict,
+                   refresh: bool) -> dict:
+    key = content_key("plots", trained["version"], evaluated["key"],
+                      code_version(sys.modules[__name__]))
+    out = Path(trained["files"]["model"]["path"]).parent / "plots"
+
+    def produce() -> dict:
+        history = pd.read_parquet(trained["files"]["history"]["path"])
+        confusion = pd.read_parquet(evaluated["files"]["confusion"]["path"])
+        predictions = pd.read_parquet(evaluated["files"]["predictions"]["path"])
+        with np.load(normalized["files"]["arrays"]["path"], allow_pickle=False) as npz:
+            x_test = npz["x_test"]
+        figures = {"curves": curves_figure(history), "confusion": confusion_figure(confusion),
+                   "misclassified": misclassified_figure(x_test, predictions)}
+        files = {}
+        for name, fig in figures.items():
+            files[name] = out / f"{name}.png"
+            write_bytes(files[name], png_bytes(fig))
+        return {"files": files, "key": key}
+
+    return cached_step(paths.cache / f"plots-{key}.json", refresh, produce)
+
+
+@task(name="plot-training", cache_policy=NO_CACHE)
+def plot_training(paths: Paths, trained: dict, evaluated: dict, normalized: dict,
+                  refresh: bool) -> dict:
+    record = training_plots(paths, trained, evaluated, normalized, refresh)
+    get_run_logger().info("plots in %s", Path(record["files"]["curves"]["path"]).parent)
+    return record

@@ -1,0 +1,40 @@
+"""The settings object of each flow, validated once at the flow boundary."""
+
+from pathlib import Path
+
+from pydantic import BaseModel, Field, PositiveInt
+
+from tasks.models import PRESETS
+
+
+class TrainSettings(BaseModel, frozen=True):
+    preset: str = "seed"
+    epochs: PositiveInt | None = None  # None: the preset's own
+    batch_size: PositiveInt | None = None
+    seed: int = 42
+    limit: PositiveInt | None = None  # train on the first N training images only
+    data: Path | None = None
+    allow_unverified_data: bool = False
+    no_cache: bool = False
+
+    def model_post_init(self, _context: object) -> None:
+        if self.preset not in PRESETS:
+            raise ValueError(f"unknown preset {self.preset!r}; choose from {', '.join(PRESETS)}")
+
+    def fit_settings(self) -> dict:
+        """Everything that decides the trained weights (the training step's cache key)."""
+        preset = PRESETS[self.preset]
+        return {
+            "preset": self.preset,
+            "epochs": self.epochs or preset.epochs,
+            "batch_size": self.batch_size or preset.batch_size,
+            "validation_split": preset.validation_split,
+            "seed": self.seed,
+        }
+
+
+class ScoreSettings(BaseModel, frozen=True):
+    folder: Path
+    output: Path | None = None
+    model: Path | None = None  # a .keras file or a model folder; default: the latest trained
+    chunk_size: PositiveInt = Field(default=2000, description="images per scoring task")

@@ -1,0 +1,137 @@
+"""Content keys, atomic writes and cache manifests: the one mechanism every step caches with.
+
+A step's outputs are valid only when the manifest written after them exists and every file it
+lists still has the recorded size and SHA-256. Anything deleted or truncated behind the cache's
+back therefore reads as a miss and is recomputed, never loaded.
+"""
+
+import hashlib
+import inspect
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import ModuleType
+
+import pandas
+
+
+def content_key(*parts: object) -> str:
+    """A short, stable key for JSON-able parts (settings, upstream keys, code versions)."""
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def code_version(*modules: ModuleType) -> str:
+    """Changes whenever the source of any of these modules changes."""
+    return content_key(*(inspect.getsource(m) for m in modules))
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@contextmanager
+def atomic_path(final: Path, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path beside `final`; rename it into place only if the block succeeds.
+
+    `suffix` is for writers that insist on an extension (numpy's `.npz`, Keras's `.keras`).
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=f".tmp{suffix}")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_dir(final: Path) -> Iterator[Path]:
+    """Yield a temporary folder beside `final`, renamed into place only if the block succeeds.
+
+    If `final` already exists the new content replaces it; a reader sees the old or the new
+    folder, never a half-written one.
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
+    try:
+        yield tmp
+        if final.exists():
+            old = final.with_name(f".{final.name}.old-{os.getpid()}")
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_json(path: Path, value: object) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(value, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_parquet(frame: pandas.DataFrame, path: Path) -> None:
+    with atomic_path(path, suffix=".parquet") as tmp:
+        frame.to_parquet(tmp, index=False)
+
+
+def write_manifest(manifest: Path, files: dict[str, Path], **info: object) -> dict:
+    """Record `files` (name → path) with size and SHA-256, plus any small JSON-able `info`."""
+    record = {
+        "files": {
+            name: {"path": str(p), "size": p.stat().st_size, "sha256": file_sha256(p)}
+            for name, p in files.items()
+        },
+        **info,
+    }
+    write_json(manifest, record)
+    return record
+
+
+def read_manifest(manifest: Path) -> dict | None:
+    """The manifest's record if every file it lists is intact, else None."""
+    try:
+        record = json.loads(manifest.read_text())
+        for entry in record["files"].values():
+            p = Path(entry["path"])
+            if p.stat().st_size != entry["size"] or file_sha256(p) != entry["sha256"]:
+                return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return record
+
+
+def cached_step(manifest: Path, refresh: bool, produce: Callable[[], dict]) -> dict:
+    """Return the intact record at `manifest`, or run `produce()` and record what it made.
+
+    `produce` returns {"files": {name: path}, **info}. The returned record also says whether it
+    was `cached` and how long this call took (`step_seconds`); neither is stored.
+    """
+    started = time.perf_counter()
+    if not refresh and (record := read_manifest(manifest)) is not None:
+        return {**record, "cached": True, "step_seconds": time.perf_counter() - started}
+    made = produce()
+    record = write_manifest(manifest, made.pop("files"), **made)
+    return {**record, "cached": False, "step_seconds": time.perf_counter() - started}
+
+
+def file_path(record: dict, name: str) -> Path:
+    return Path(record["files"][name]["path"])

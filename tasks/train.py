@@ -1,0 +1,92 @@
+"""Fit a preset on the normalized training images and save it as a content-addressed version."""
+
+import hashlib
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from tasks import models
+from tasks.models import PRESETS
+from tasks.paths import Paths
+from tasks.settings import TrainSettings
+from tasks.store import atomic_dir, cached_step, code_version, content_key
+
+
+class EpochLogger(keras.callbacks.Callback):
+    """Keras prints epochs to stdout, which Prefect does not capture: send them to the run log."""
+
+    def __init__(self, log: Callable[[str], None], epochs: int):
+        super().__init__()
+        self.log, self.epochs = log, epochs
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        metrics = " ".join(f"{k}={v:.4f}" for k, v in (logs or {}).items())
+        self.log(f"epoch {epoch + 1}/{self.epochs} {metrics}")
+
+
+def model_version(model: keras.Model) -> str:
+    """Content hash of the architecture and weights: the same model always gets the same name."""
+    digest = hashlib.sha256(model.to_json().encode())
+    for w in model.get_weights():
+        digest.update(np.ascontiguousarray(w).tobytes())
+    return digest.hexdigest()[:12]
+
+
+def fit(x: np.ndarray, y: np.ndarray, fit_settings: dict,
+        log: Callable[[str], None]) -> tuple[keras.Model, pd.DataFrame]:
+    keras.utils.set_random_seed(fit_settings["seed"])
+    model = PRESETS[fit_settings["preset"]].build()
+    history = model.fit(
+        x, y,
+        epochs=fit_settings["epochs"],
+        batch_size=fit_settings["batch_size"],
+        validation_split=fit_settings["validation_split"],
+        callbacks=[EpochLogger(log, fit_settings["epochs"])],
+        verbose=2,
+    )
+    frame = pd.DataFrame(history.history)
+    frame.insert(0, "epoch", np.arange(1, len(frame) + 1))
+    return model, frame
+
+
+def trained_model(paths: Paths, normalized: dict, settings: TrainSettings,
+                  log: Callable[[str], None] = print) -> dict:
+    fit_settings = settings.fit_settings()
+    key = content_key("train", normalized["key"], fit_settings,
+                      code_version(models, sys.modules[__name__]))
+
+    def produce() -> dict:
+        with np.load(normalized["files"]["arrays"]["path"], allow_pickle=False) as npz:
+            x, y = npz["x_train"], npz["y_train"]
+        started = time.perf_counter()
+        model, history = fit(x, y, fit_settings, log)
+        seconds = time.perf_counter() - started
+        version = model_version(model)
+        final = paths.models / version
+        with atomic_dir(final) as tmp:
+            model.save(tmp / "model.keras")
+            history.to_parquet(tmp / "history.parquet", index=False)
+        return {
+            "files": {"model": final / "model.keras", "history": final / "history.parquet"},
+            "key": key, "version": version, "fit_settings": fit_settings,
+            "train_images": int(len(x)), "params": int(model.count_params()),
+            "fit_seconds": round(seconds, 2),
+        }
+
+    return cached_step(paths.cache / f"train-{key}.json", settings.no_cache, produce)
+
+
+@task(name="train-model", cache_policy=NO_CACHE)
+def train_model(paths: Paths, normalized: dict, settings: TrainSettings) -> dict:
+    logger = get_run_logger()
+    record = trained_model(paths, normalized, settings, log=logger.info)
+    logger.info("model %s at %s%s", record["version"], Path(record["files"]["model"]["path"]).parent,
+                " (cached)" if record["cached"] else "")
+    return record
