@@ -121,8 +121,12 @@ def keras_cache_file() -> Path:
 
 
 def from_keras() -> Arrays:
-    """`keras.datasets.mnist.load_data()`, but only when it cannot hang on a dead network."""
-    if not keras_cache_file().exists():
+    """`keras.datasets.mnist.load_data()`, but only when it cannot hang on a dead network.
+
+    Keras downloads unless its cached copy has the right hash, so check that first.
+    """
+    cached = keras_cache_file()
+    if not (cached.is_file() and file_sha256(cached) == mnist.KERAS_CACHE_SHA256):
         try:
             socket.create_connection((mnist.KERAS_ORIGIN_HOST, 443), timeout=3).close()
         except OSError as exc:

@@ -25,6 +25,7 @@ CARRIER_MEMBER_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5
 
 # Keras's own copy, as `keras.datasets.mnist.load_data()` caches it under $KERAS_HOME/datasets.
 KERAS_CACHE_NAME = "mnist.npz"
+KERAS_CACHE_SHA256 = "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1"
 KERAS_ORIGIN_HOST = "storage.googleapis.com"
 
 # The four IDX files of the original distribution, by the prefix of their names.

@@ -37,4 +37,5 @@ class ScoreSettings(BaseModel, frozen=True):
     folder: Path
     output: Path | None = None
     model: Path | None = None  # a .keras file or a model folder; default: the latest trained
+    labels: Path | None = None  # optional CSV of true labels (path,label): reports accuracy
     chunk_size: PositiveInt = Field(default=2000, description="images per scoring task")

@@ -1,6 +1,7 @@
 """Fit a preset on the normalized training images and save it as a content-addressed version."""
 
 import hashlib
+import json
 import sys
 import time
 from collections.abc import Callable
@@ -32,8 +33,12 @@ class EpochLogger(keras.callbacks.Callback):
 
 
 def model_version(model: keras.Model) -> str:
-    """Content hash of the architecture and weights: the same model always gets the same name."""
-    digest = hashlib.sha256(model.to_json().encode())
+    """Content hash of the architecture and weights: the same model always gets the same name.
+
+    Uses get_config(), not to_json(): the latter includes the compile settings, which a model
+    loaded for scoring (compile=False) does not have.
+    """
+    digest = hashlib.sha256(json.dumps(model.get_config(), sort_keys=True).encode())
     for w in model.get_weights():
         digest.update(np.ascontiguousarray(w).tobytes())
     return digest.hexdigest()[:12]

@@ -1,0 +1,109 @@
+"""The `digitflow` console script: one subcommand per job, a JSON summary as the last line."""
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+# Offline, quiet defaults; anything the caller set wins. Set before Prefect or TF is imported.
+ENVIRONMENT = {
+    "DO_NOT_TRACK": "1",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",  # 2 cores start it slowly
+    "TF_CPP_MIN_LOG_LEVEL": "2",
+}
+
+
+def positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="digitflow", description=__doc__.split("\n")[0])
+    commands = top.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train, evaluate and report a model (train-digits flow)")
+    train.add_argument("--preset", default="seed", help="model preset (default: seed, the tutorial)")
+    train.add_argument("--epochs", type=positive, help="default: the preset's (25 for seed)")
+    train.add_argument("--batch-size", type=positive, help="default: the preset's (32 for seed)")
+    train.add_argument("--seed", type=int, default=42, help="random seed (default: 42)")
+    train.add_argument("--limit", type=positive, help="train on the first N training images only")
+    add_data_options(train)
+    train.add_argument("--no-cache", action="store_true", help="rerun every step, ignoring the cache")
+
+    score = commands.add_parser("score", help="score every image under FOLDER (score-folder flow)")
+    score.add_argument("folder", type=Path)
+    score.add_argument("--output", type=Path, help="Parquet file (default: under artifacts/predictions/)")
+    score.add_argument("--model", type=Path, help=".keras file or model folder (default: latest trained)")
+    score.add_argument("--labels", type=Path, help="CSV with columns path,label: report accuracy")
+    score.add_argument("--chunk-size", type=positive, default=2000, help="images per task (default: 2000)")
+
+    fetch = commands.add_parser("fetch-data", help="get and verify MNIST into data/raw (no Prefect)")
+    add_data_options(fetch)
+
+    demo = commands.add_parser("demo-images", help="write a folder of scan-like digit images")
+    demo.add_argument("folder", type=Path, nargs="?", help="default: data/demo")
+    demo.add_argument("--count", type=positive, default=300)
+    return top
+
+
+def add_data_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--data", type=Path,
+                         help="MNIST as a Keras-layout .npz or a folder of the four IDX files")
+    command.add_argument("--allow-unverified-data", action="store_true",
+                         help="use --data even if it does not match the MNIST fingerprints")
+
+
+def run(args: argparse.Namespace) -> dict:
+    if args.command == "train":
+        from flows.train import train_digits
+
+        return train_digits(preset=args.preset, epochs=args.epochs, batch_size=args.batch_size,
+                            seed=args.seed, limit=args.limit, data=args.data,
+                            allow_unverified_data=args.allow_unverified_data,
+                            no_cache=args.no_cache)
+    if args.command == "score":
+        from flows.score import score_folder
+
+        return score_folder(folder=args.folder, output=args.output, model=args.model,
+                            labels=args.labels, chunk_size=args.chunk_size)
+
+    from tasks.ingest import ensure_mnist
+    from tasks.paths import get_paths
+
+    paths = get_paths()
+    dataset = ensure_mnist(paths, args.data if args.command == "fetch-data" else None,
+                           getattr(args, "allow_unverified_data", False),
+                           log=lambda m: print(m, file=sys.stderr))
+    if args.command == "fetch-data":
+        return dataset
+
+    import numpy as np
+
+    from tasks.demo import make_demo_folder
+
+    folder = args.folder or paths.demo_images
+    with np.load(dataset["path"], allow_pickle=False) as npz:
+        labels = make_demo_folder(npz["x_test"], npz["y_test"], folder, args.count)
+    return {"folder": str(folder), "images": len(labels), "labels": str(folder / "labels.csv")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    for name, value in ENVIRONMENT.items():
+        os.environ.setdefault(name, value)
+    try:
+        result = run(args)
+    except Exception as exc:  # the run failed: say why in one line, exit non-zero
+        print(f"digitflow {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(result, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""Any image file → the 28×28 input an MNIST model expects, made the way MNIST itself was made.
+
+Composite transparency onto paper, grayscale, make the ink white on black whatever the polarity,
+flatten uneven lighting, crop to the ink, fit it into 20×20 keeping its aspect ratio, and place
+it in 28×28 so that its centre of mass is the centre. A plain resize of a photo or scan to 28×28
+gives the model something it has never seen; this gives it a digit.
+"""
+
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+from scipy import ndimage
+
+EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
+WORKING_SIZE = 640  # larger pictures are reduced to this before looking for the digit
+BOX, CANVAS = 20, 28  # MNIST: the digit fits a 20×20 box centred in 28×28
+MIN_CONTRAST = 0.12  # below this the page is taken as blank
+STROKE_FRACTION = 0.1  # MNIST strokes are about a tenth of the digit's height
+
+
+class ImageError(ValueError):
+    """A file that cannot be scored, with a reason a person can act on."""
+
+
+def decode(data: bytes) -> Image.Image:
+    """The first frame of an image file, upright per its EXIF orientation, fully loaded."""
+    if not data:
+        raise ImageError("empty file")
+    with warnings.catch_warnings():
+        # Pillow only warns between its pixel limit and twice that; refuse both.
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(io.BytesIO(data))
+            image.seek(0)
+            image = ImageOps.exif_transpose(image)
+            image.load()
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise ImageError(f"refused as a decompression bomb: {exc}") from exc
+        except UnidentifiedImageError as exc:
+            raise ImageError("not an image Pillow can read (unknown or corrupt format)") from exc
+        except (OSError, SyntaxError, ValueError, EOFError) as exc:
+            raise ImageError(f"truncated or damaged image: {exc}") from exc
+    return image
+
+
+def grayscale(image: Image.Image) -> np.ndarray:
+    """Float32 luminance in [0, 1], with any transparency composited onto paper."""
+    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        pixels = np.asarray(image, dtype=np.float32)
+        top = 65535.0 if image.mode.startswith("I;16") or pixels.max() <= 65535 else pixels.max()
+        return pixels / top if image.mode != "F" else _stretch(pixels)
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        rgba = np.asarray(image.convert("RGBA"), dtype=np.float32) / 255
+        gray = rgba[..., :3] @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+        alpha = rgba[..., 3]
+        if alpha.min() < 1:
+            # Paper is whatever contrasts with the opaque strokes: light for dark ink and back.
+            ink_level = float((gray * alpha).sum() / max(alpha.sum(), 1e-6))
+            paper = 1.0 if ink_level < 0.5 else 0.0
+            gray = gray * alpha + paper * (1 - alpha)
+        return gray
+    return np.asarray(image.convert("L"), dtype=np.float32) / 255
+
+
+def _stretch(pixels: np.ndarray) -> np.ndarray:
+    low, high = float(pixels.min()), float(pixels.max())
+    return (pixels - low) / (high - low) if high > low else np.zeros_like(pixels)
+
+
+def ink(gray: np.ndarray) -> np.ndarray:
+    """Ink as bright values on a black, flat background, whatever the paper and lighting."""
+    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    if np.median(border) > 0.5:  # the frame is mostly paper; light paper means dark ink
+        gray = 1 - gray
+    if min(gray.shape) > 64:
+        # White top-hat: subtract the background, which varies more slowly than a stroke is wide.
+        return ndimage.white_tophat(gray, size=max(15, min(gray.shape) // 4))
+    return np.clip(gray - np.median(border if np.median(border) <= 0.5 else 1 - border), 0, None)
+
+
+def digit_mask(strokes: np.ndarray, peak: float) -> np.ndarray:
+    """The connected pieces of ink that make the digit: specks and border shadows left out."""
+    mask = strokes > 0.4 * peak
+    labels, count = ndimage.label(mask, structure=np.ones((3, 3)))
+    if count <= 1:
+        return mask
+    sizes = ndimage.sum_labels(mask, labels, index=np.arange(1, count + 1))
+    edge = np.zeros(count + 1, dtype=bool)
+    edge[np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))] = True
+    largest = sizes.max()
+    keep = (sizes >= 0.1 * largest) & ~(edge[1:] & (sizes < 0.5 * largest))
+    return np.isin(labels, np.flatnonzero(keep) + 1)
+
+
+def thicken(crop: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Widen pen-thin strokes towards MNIST's proportions, which the models learnt."""
+    if not mask.any():
+        return crop
+    half_width = np.percentile(ndimage.distance_transform_edt(mask)[mask], 90)
+    want = STROKE_FRACTION * max(crop.shape) / 2
+    radius = int(round(want - half_width))
+    if radius < 1:
+        return crop
+    disk = np.hypot(*np.ogrid[-radius:radius + 1, -radius:radius + 1]) <= radius
+    return ndimage.grey_dilation(crop, footprint=disk)
+
+
+def to_mnist(image: Image.Image) -> np.ndarray:
+    """The 28×28 float32 model input for one decoded image; ImageError if there is no digit."""
+    scale = WORKING_SIZE / max(image.size)
+    gray = grayscale(image)
+    if scale < 1:
+        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        gray = np.asarray(Image.fromarray(gray).resize(size, Image.Resampling.BOX))
+    strokes = ink(gray)
+    peak = float(ndimage.gaussian_filter(strokes, 1).max()) if min(strokes.shape) > 2 else \
+        float(strokes.max())
+    if peak < MIN_CONTRAST:
+        raise ImageError("no digit found: the image is blank or has too little contrast")
+    mask = digit_mask(strokes, peak)
+    # The digit's extent includes its faint anti-aliased rim, as MNIST's bounding boxes did.
+    extent = ndimage.binary_dilation(mask, iterations=2) & (strokes > 0.05 * peak)
+    rows, cols = np.flatnonzero(extent.any(axis=1)), np.flatnonzero(extent.any(axis=0))
+    top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    crop = np.clip(strokes[top:bottom, left:right] / peak, 0, 1) * extent[top:bottom, left:right]
+    crop = thicken(crop, mask[top:bottom, left:right])
+    return place_in_canvas(fit_box(crop))
+
+
+def fit_box(crop: np.ndarray) -> np.ndarray:
+    """Resize so the longer side is 20 pixels, keeping the aspect ratio; ink peaks at 1."""
+    h, w = crop.shape
+    factor = BOX / max(h, w)
+    size = (max(1, round(w * factor)), max(1, round(h * factor)))
+    resample = Image.Resampling.BOX if factor < 1 else Image.Resampling.BILINEAR
+    small = np.asarray(Image.fromarray(crop.astype(np.float32)).resize(size, resample))
+    return np.clip(small / max(float(small.max()), 1e-6), 0, 1)
+
+
+def place_in_canvas(digit: np.ndarray) -> np.ndarray:
+    """Paste into 28×28 so the centre of mass lands where MNIST's do: pixel (14, 14)."""
+    cy, cx = ndimage.center_of_mass(digit)
+    top = int(round(CANVAS / 2 - cy))
+    left = int(round(CANVAS / 2 - cx))
+    top = min(max(top, 0), CANVAS - digit.shape[0])
+    left = min(max(left, 0), CANVAS - digit.shape[1])
+    canvas = np.zeros((CANVAS, CANVAS), dtype=np.float32)
+    canvas[top:top + digit.shape[0], left:left + digit.shape[1]] = digit
+    return canvas
+
+
+def preprocess(data: bytes) -> np.ndarray:
+    """File bytes → 28×28 model input. Raises ImageError with the reason it cannot."""
+    return to_mnist(decode(data))

@@ -1,0 +1,136 @@
+"""Preprocessing: any image file → the 28×28 input MNIST models were trained on."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+from scipy import ndimage
+
+from tasks.images import ImageError, decode, preprocess
+
+
+def encode(image: Image.Image, fmt: str = "PNG", **options) -> bytes:
+    out = io.BytesIO()
+    image.save(out, fmt, **options)
+    return out.getvalue()
+
+
+def scan_of(digit: np.ndarray, scale: int = 8, dark_ink: bool = True, margin: int = 60) -> np.ndarray:
+    """The digit enlarged and put off-centre on a larger uint8 page."""
+    big = np.asarray(Image.fromarray(digit).resize((28 * scale,) * 2, Image.Resampling.BICUBIC))
+    page = np.zeros((big.shape[0] + 2 * margin, big.shape[1] + 3 * margin), dtype=np.uint8)
+    page[margin:margin + big.shape[0], 2 * margin:2 * margin + big.shape[1]] = big
+    return 255 - page if dark_ink else page
+
+
+def similarity(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
+
+
+def test_mnist_digit_comes_back_nearly_unchanged(mnist):
+    # MNIST digits are already in the form preprocessing produces: it must not distort them.
+    scores = [similarity(preprocess(encode(Image.fromarray(d))), d) for d in mnist["x_test"][:100]]
+    assert np.mean(scores) > 0.95
+
+
+@pytest.mark.parametrize("dark_ink", [True, False])
+def test_both_polarities_give_white_ink_on_black(mnist, dark_ink):
+    digit = mnist["x_test"][0]
+    out = preprocess(encode(Image.fromarray(scan_of(digit, dark_ink=dark_ink))))
+    assert out.shape == (28, 28) and out.dtype == np.float32
+    assert 0 <= out.min() and out.max() == pytest.approx(1.0)
+    assert out[0].max() == 0 and out[:, 0].max() == 0  # background black, margins empty
+    assert similarity(out, digit) > 0.8
+
+
+def test_digit_is_fitted_into_20_pixels_and_centred_by_mass(mnist):
+    out = preprocess(encode(Image.fromarray(scan_of(mnist["x_test"][1], scale=12))))
+    rows, cols = np.flatnonzero(out.max(axis=1) > 0), np.flatnonzero(out.max(axis=0) > 0)
+    assert max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1 == 20
+    cy, cx = ndimage.center_of_mass(out)
+    assert abs(cy - 14) <= 0.5 and abs(cx - 14) <= 0.5
+
+
+def test_aspect_ratio_is_kept(mnist):
+    one = mnist["x_test"][2]  # a tall, thin "1"
+    out = preprocess(encode(Image.fromarray(scan_of(one))))
+    rows, cols = np.flatnonzero(out.max(axis=1) > 0.1), np.flatnonzero(out.max(axis=0) > 0.1)
+    assert rows[-1] - rows[0] > 2 * (cols[-1] - cols[0])
+
+
+@pytest.mark.parametrize("ink", [0, 255])
+def test_transparent_background_is_composited_onto_contrasting_paper(mnist, ink):
+    # A drawing app's export: the stroke lives in the alpha channel, the paper is transparent.
+    alpha = scan_of(mnist["x_test"][0], dark_ink=False)
+    rgba = np.dstack([np.full_like(alpha, ink)] * 3 + [alpha])
+    out = preprocess(encode(Image.fromarray(rgba, "RGBA")))
+    assert similarity(out, mnist["x_test"][0]) > 0.8
+
+
+@pytest.mark.parametrize("mode", ["RGB", "P", "CMYK", "I;16", "LA", "1"])
+def test_modes(mnist, mode):
+    page = Image.fromarray(scan_of(mnist["x_test"][3]))
+    if mode == "I;16":
+        image = Image.fromarray(np.asarray(page).astype(np.uint16) * 257)
+    else:
+        image = page.convert(mode)
+    fmt = "TIFF" if mode == "CMYK" else "PNG"
+    out = preprocess(encode(image, fmt))
+    assert similarity(out, mnist["x_test"][3]) > 0.75
+
+
+def test_exif_orientation_is_honoured(mnist):
+    page = Image.fromarray(scan_of(mnist["x_test"][1]))
+    rotated = page.transpose(Image.Transpose.ROTATE_90)  # stored sideways...
+    exif = Image.Exif()
+    exif[0x0112] = 6  # ...with the tag that says "rotate 90° clockwise to view"
+    upright = preprocess(encode(rotated, "JPEG", exif=exif, quality=95))
+    assert similarity(upright, preprocess(encode(page, "JPEG", quality=95))) > 0.9
+
+
+def test_animated_gif_uses_the_first_frame(mnist):
+    frames = [Image.fromarray(scan_of(mnist["x_test"][i])) for i in (0, 1)]
+    data = encode(frames[0], "GIF", save_all=True, append_images=frames[1:])
+    assert similarity(preprocess(data), preprocess(encode(frames[0], "GIF"))) > 0.99
+
+
+def test_speck_of_dust_and_border_shadow_are_ignored(mnist):
+    page = scan_of(mnist["x_test"][0])
+    page[5:8, 5:8] = 0  # a speck far from the digit
+    page[:, -6:] = 30  # the dark edge of a scanner lid
+    clean = preprocess(encode(Image.fromarray(scan_of(mnist["x_test"][0]))))
+    assert similarity(preprocess(encode(Image.fromarray(page))), clean) > 0.95
+
+
+def test_blank_page_is_not_a_digit():
+    page = np.full((300, 200), 235, dtype=np.uint8) + np.random.default_rng(0).integers(
+        0, 6, (300, 200), dtype=np.uint8)
+    with pytest.raises(ImageError, match="no digit found"):
+        preprocess(encode(Image.fromarray(page)))
+
+
+@pytest.mark.parametrize(
+    "data, reason",
+    [
+        (b"", "empty file"),
+        (b"just some text with an image name", "not an image"),
+        (encode(Image.new("L", (300, 300), 255))[:100], "truncated or damaged"),
+    ],
+)
+def test_bad_files_raise_specific_errors(data, reason):
+    with pytest.raises(ImageError, match=reason):
+        preprocess(data)
+
+
+def test_decompression_bomb_is_refused(monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)  # Pillow's limit, scaled down
+    with pytest.raises(ImageError, match="decompression bomb"):
+        decode(encode(Image.new("L", (200, 200), 255)))
+
+
+def test_absurd_dimensions_do_not_crash():
+    thin = np.full((1, 50_000), 255, dtype=np.uint8)
+    thin[0, 20_000:20_050] = 0
+    out = preprocess(encode(Image.fromarray(thin)))
+    assert out.shape == (28, 28)

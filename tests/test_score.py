@@ -1,0 +1,113 @@
+"""Batch scoring: which files are found, one row per file, bad files as error rows, the schema."""
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from tasks.models import build_seed
+from tasks.score import SCHEMA, list_images, load_scoring_model, score_files, summarize, write_table
+from tasks.train import model_version
+
+
+def png(digit: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(digit).save(out, "PNG")
+    return out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("model") / "model.keras"
+    build_seed().save(path)
+    return path
+
+
+@pytest.fixture
+def folder(tmp_path, mnist) -> Path:
+    root = tmp_path / "inbox"
+    (root / "sub" / "deeper").mkdir(parents=True)
+    (root / "a.png").write_bytes(png(mnist["x_test"][0]))
+    (root / "sub" / "B.PNG").write_bytes(png(mnist["x_test"][1]))
+    (root / "sub" / "deeper" / "c.Jpeg").write_bytes(png(mnist["x_test"][2]))  # wrong extension
+    (root / "notes.txt").write_text("ignored")
+    (root / "empty.gif").write_bytes(b"")
+    (root / "broken.webp").write_bytes(b"RIFF....WEBPVP8 garbage")
+    outside = tmp_path / "secret.png"
+    outside.write_bytes(png(mnist["x_test"][3]))
+    os.symlink(outside, root / "link-out.png")
+    os.symlink(root / "a.png", root / "link-in.png")
+    (tmp_path / "elsewhere").mkdir()
+    os.symlink(tmp_path / "elsewhere", root / "dir-out")
+    return root
+
+
+def test_finds_images_by_extension_in_any_case_recursively(folder):
+    found = {f.path: f.problem for f in list_images(folder)}
+    assert sorted(found) == ["a.png", "broken.webp", "dir-out", "empty.gif", "link-in.png",
+                             "link-out.png", "sub/B.PNG", "sub/deeper/c.Jpeg"]
+    assert found["link-out.png"] == found["dir-out"] == \
+        "symbolic link leads outside the folder; not followed"
+    assert found["link-in.png"] is None
+
+
+def test_non_utf8_file_names_are_scored_and_stored_printably(tmp_path, mnist):
+    name = b"caf\xe9-\xff.png"  # Latin-1 bytes, not UTF-8
+    (tmp_path / "x").mkdir()
+    with open(os.path.join(os.fsencode(tmp_path / "x"), name), "wb") as f:
+        f.write(png(mnist["x_test"][0]))
+    [found] = list_images(tmp_path / "x")
+    assert found.path == "caf\\xe9-\\xff.png"
+    found.path.encode("utf-8")  # storable in Parquet
+
+
+def test_one_row_per_file_with_clear_errors(folder, model_path, tmp_path):
+    frame = score_files(list_images(folder), model_path)
+    rows = frame.set_index("path")
+    assert rows.loc["a.png", "status"] == "ok" and 0 <= rows.loc["a.png", "label"] <= 9
+    assert rows.loc["sub/deeper/c.Jpeg", "status"] == "ok"  # content counts, not the name
+    assert rows.loc["empty.gif", "error"] == "empty file"
+    assert rows.loc["broken.webp", "error"].startswith("truncated or damaged image")
+    assert pd.isna(rows.loc["link-out.png", "sha256"])  # never read
+    errors = rows[rows["status"] == "error"]
+    assert errors["label"].isna().all() and errors["confidence"].isna().all()
+    ok = rows[rows["status"] == "ok"]
+    probs = ok[[f"prob_{d}" for d in range(10)]].to_numpy()
+    assert np.allclose(probs.sum(axis=1), 1, atol=1e-4)
+    assert np.allclose(ok["confidence"], probs.max(axis=1))
+
+    write_table([frame], tmp_path / "out" / "p.parquet")
+    table = pq.read_table(tmp_path / "out" / "p.parquet")
+    assert table.schema.equals(SCHEMA)
+    assert table.num_rows == 8
+    assert table.column("label").null_count == 4  # 2 bad files + 2 links outside
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["p.parquet"]  # no temp left over
+
+
+def test_unreadable_file_is_an_error_row(folder, model_path):
+    os.symlink(folder / "gone.png", folder / "dangling.png")  # inside the folder, but missing
+    rows = score_files(list_images(folder), model_path).set_index("path")
+    assert rows.loc["dangling.png", "error"] == "cannot read file: No such file or directory"
+
+
+def test_version_survives_save_and_load(tmp_path):
+    # The version recorded at training must be the one the scorer reports.
+    model = build_seed()
+    model.save(tmp_path / "m.keras")
+    assert load_scoring_model(tmp_path / "m.keras")[1] == model_version(model)
+
+
+def test_summary_counts_and_accuracy_against_labels(folder, model_path, tmp_path):
+    frame = score_files(list_images(folder), model_path)
+    labels = tmp_path / "labels.csv"
+    truth = frame[frame["status"] == "ok"][["path", "label"]]
+    truth.to_csv(labels, index=False)
+    summary = summarize(frame, labels)
+    assert summary["scored"] == 4 and summary["errors"] == 4
+    assert summary["accuracy"] == 1.0 and summary["labelled"] == 4
+    assert summary["error_reasons"]["symbolic link leads outside the folder; not followed"] == 2
