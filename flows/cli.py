@@ -68,6 +68,10 @@ def run(args: argparse.Namespace) -> dict:
                             no_cache=args.no_cache)
     if args.command == "score":
         from flows.score import score_folder
+        from tasks.paths import get_paths
+        from tasks.registry import resolve_model
+
+        resolve_model(get_paths(), args.model)  # no model: say so before Prefect starts
 
         return score_folder(folder=args.folder, output=args.output, model=args.model,
                             labels=args.labels, chunk_size=args.chunk_size)

@@ -1,0 +1,63 @@
+"""The `digitflow` command as a user runs it: real processes, Prefect's temporary server."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+pytestmark = pytest.mark.slow
+
+
+def digitflow(root: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "DIGITFLOW_ROOT": str(root), "PREFECT_HOME": str(root / ".prefect")}
+    env.pop("PREFECT_API_URL", None)  # the embedded default, as on a fresh machine
+    script = Path(sys.executable).parent / "digitflow"  # the installed console script
+    return subprocess.run([str(script), *args], env=env, cwd=root,
+                          capture_output=True, text=True, timeout=600)
+
+
+def last_json(done: subprocess.CompletedProcess) -> dict:
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def cli_root(tmp_path_factory, mnist_npz) -> Path:
+    root = tmp_path_factory.mktemp("cli")
+    (root / "data" / "raw").mkdir(parents=True)
+    shutil.copy(mnist_npz, root / "data" / "raw" / "mnist.npz")
+    return root
+
+
+def test_train_then_score_print_json_summaries(cli_root, mnist):
+    trained = last_json(digitflow(cli_root, "train", "--limit", "2000", "--epochs", "1"))
+    assert set(trained) >= {"test_accuracy", "model_path", "model_version", "run_id", "seconds"}
+    assert Path(trained["model_path"]).is_file()
+
+    inbox = cli_root / "inbox"
+    inbox.mkdir()
+    for i in range(5):
+        Image.fromarray(255 - mnist["x_test"][i]).resize((140, 140)).save(inbox / f"{i}.png")
+    (inbox / "bad.jpg").write_bytes(b"not a jpeg")
+    scored = last_json(digitflow(cli_root, "score", str(inbox)))
+    assert (scored["scored"], scored["errors"]) == (5, 1)  # a bad file is not a failed run
+    assert Path(scored["output"]).parent == cli_root / "artifacts" / "predictions"
+    assert Path(scored["output"]).is_file()
+
+
+def test_bad_data_fails_with_a_clear_message(tmp_path):
+    done = digitflow(tmp_path, "fetch-data", "--data", str(tmp_path / "nowhere.npz"))
+    assert done.returncode == 1
+    assert "no such file or folder" in done.stderr
+
+
+def test_score_without_a_model_says_what_to_do(tmp_path):
+    (tmp_path / "inbox").mkdir()
+    done = digitflow(tmp_path, "score", str(tmp_path / "inbox"))
+    assert done.returncode == 1
+    assert "run `digitflow train` first, or pass --model PATH" in done.stderr

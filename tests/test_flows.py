@@ -1,0 +1,118 @@
+"""Whole flows on a small subset, under one Prefect test harness."""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from flows.score import score_folder
+from flows.train import train_digits
+from tasks.demo import make_demo_folder
+from tasks.score import SCHEMA
+
+pytestmark = pytest.mark.flow
+SMALL = {"limit": 10_000, "epochs": 2, "seed": 1}  # ~0.9 test accuracy in a few seconds
+
+
+@pytest.fixture(scope="module")
+def flow_root(tmp_path_factory, mnist_npz, prefect_harness):
+    root = tmp_path_factory.mktemp("digitflow")
+    (root / "data" / "raw").mkdir(parents=True)
+    (root / "data" / "raw" / "mnist.npz").write_bytes(mnist_npz.read_bytes())
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DIGITFLOW_ROOT", str(root))
+        yield root
+
+
+@pytest.fixture(scope="module")
+def first_run(flow_root):
+    return train_digits(**SMALL)
+
+
+def test_train_writes_model_history_metadata_evaluation_and_plots(first_run, flow_root):
+    assert set(first_run) >= {"test_accuracy", "model_path", "model_version", "run_id", "seconds"}
+    assert first_run["test_accuracy"] > 0.85
+    folder = Path(first_run["model_path"]).parent
+    assert folder == flow_root / "artifacts" / "models" / first_run["model_version"]
+
+    history = pd.read_parquet(folder / "history.parquet")
+    assert list(history.columns) == ["epoch", "accuracy", "loss", "val_accuracy", "val_loss"]
+    assert len(history) == 2
+
+    metadata = json.loads((folder / "metadata.json").read_text())
+    assert metadata["model_version"] == first_run["model_version"]
+    assert metadata["settings"] == {"preset": "seed", "epochs": 2, "batch_size": 32,
+                                    "validation_split": 0.2, "seed": 1, "limit": 10_000}
+    assert metadata["train_images"] == 10_000 and metadata["params"] == 104_938
+    assert metadata["metrics"]["test_accuracy"] == first_run["test_accuracy"]
+    assert metadata["data_verified"] is True and "keras" in metadata["libraries"]
+
+    per_class = pd.read_parquet(folder / "evaluation" / "per_class.parquet")
+    assert list(per_class["digit"]) == list(range(10)) and per_class["support"].sum() == 10_000
+    confusion = pd.read_parquet(folder / "evaluation" / "confusion.parquet")
+    trace = np.trace(confusion.drop(columns="true").to_numpy())
+    assert trace / 10_000 == pytest.approx(first_run["test_accuracy"])
+
+    for name in ("curves", "confusion", "misclassified"):
+        with Image.open(folder / "plots" / f"{name}.png") as png:
+            assert png.width > 300 and png.height > 200
+    latest = json.loads((flow_root / "artifacts" / "models" / "latest.json").read_text())
+    assert latest["model_version"] == first_run["model_version"]
+
+
+def test_report_artifacts_embed_the_plots(first_run):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[first_run["run_id"]])))
+    by_type = {a.type: a for a in artifacts}
+    report = by_type["markdown"].data
+    assert report.count("](data:image/png;base64,") == 3
+    assert f"{first_run['test_accuracy']:.4f}" in report
+    assert len(json.loads(by_type["table"].data)) == 10
+
+
+def test_identical_rerun_is_served_from_the_cache(first_run):
+    again = train_digits(**SMALL)
+    assert again["cached_steps"] == ["normalize", "train", "evaluate", "plots"]
+    assert again["model_version"] == first_run["model_version"]
+    assert again["test_accuracy"] == first_run["test_accuracy"]
+
+
+def test_deleted_cached_model_is_retrained_not_crashed(first_run):
+    Path(first_run["model_path"]).unlink()
+    again = train_digits(**SMALL)
+    assert again["cached_steps"] == ["normalize"]
+    assert Path(again["model_path"]).is_file()
+
+
+def test_no_cache_reruns_every_step(first_run):
+    assert train_digits(**SMALL, no_cache=True)["cached_steps"] == []
+
+
+def test_score_folder_of_scans_is_accurate_and_reports_bad_files(first_run, flow_root, mnist):
+    folder = flow_root / "scans"
+    make_demo_folder(mnist["x_test"][-90:], mnist["y_test"][-90:], folder, count=90, seed=3)
+    output = flow_root / "out" / "predictions.parquet"
+    summary = score_folder(folder=folder, output=output, labels=folder / "labels.csv",
+                           chunk_size=40)
+    table = pq.read_table(output)
+    assert table.schema.equals(SCHEMA)
+    assert table.num_rows == 93  # 90 scans + 3 broken files; README.txt and labels.csv ignored
+    frame = table.to_pandas()
+    assert list(frame["path"]) == sorted(frame["path"])
+    latest = json.loads((flow_root / "artifacts" / "models" / "latest.json").read_text())
+    assert (frame["model_version"] == latest["model_version"]).all()  # the default model
+    errors = frame[frame["status"] == "error"].set_index("path")["error"]
+    assert sorted(errors.index) == ["broken/empty.png", "broken/notes.jpg", "broken/truncated.png"]
+    assert summary["scored"] == 90 and summary["errors"] == 3
+    # Scans of unseen digits score close to the clean test set; a naive resize gets ~10%.
+    assert summary["accuracy"] >= first_run["test_accuracy"] - 0.1
+    assert os.listdir(output.parent) == ["predictions.parquet"]
