@@ -27,13 +27,16 @@ def parser() -> argparse.ArgumentParser:
     commands = top.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train, evaluate and report a model (train-digits flow)")
-    train.add_argument("--preset", default="seed", help="model preset (default: seed, the tutorial)")
+    train.add_argument("--preset", default="seed", choices=["seed", "tuned", "cnn"],
+                       help="seed: the tutorial's model (default); tuned: regularised dense; cnn")
     train.add_argument("--epochs", type=positive, help="default: the preset's (25 for seed)")
     train.add_argument("--batch-size", type=positive, help="default: the preset's (32 for seed)")
     train.add_argument("--seed", type=int, default=42, help="random seed (default: 42)")
     train.add_argument("--limit", type=positive, help="train on the first N training images only")
     add_data_options(train)
     train.add_argument("--no-cache", action="store_true", help="rerun every step, ignoring the cache")
+    train.add_argument("--no-speedups", action="store_true",
+                       help="one plain call per batch, no XLA (to check the speedups change nothing)")
 
     score = commands.add_parser("score", help="score every image under FOLDER (score-folder flow)")
     score.add_argument("folder", type=Path)
@@ -65,7 +68,7 @@ def run(args: argparse.Namespace) -> dict:
         return train_digits(preset=args.preset, epochs=args.epochs, batch_size=args.batch_size,
                             seed=args.seed, limit=args.limit, data=args.data,
                             allow_unverified_data=args.allow_unverified_data,
-                            no_cache=args.no_cache)
+                            no_cache=args.no_cache, speedups=not args.no_speedups)
     if args.command == "score":
         from flows.score import score_folder
         from tasks.paths import get_paths

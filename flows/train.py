@@ -32,11 +32,12 @@ def train_digits(
     data: Path | None = None,
     allow_unverified_data: bool = False,
     no_cache: bool = False,
+    speedups: bool = True,
 ) -> dict:
     started = time.perf_counter()
     settings = TrainSettings(preset=preset, epochs=epochs, batch_size=batch_size, seed=seed,
                              limit=limit, data=data, allow_unverified_data=allow_unverified_data,
-                             no_cache=no_cache)
+                             no_cache=no_cache, speedups=speedups)
     paths = get_paths()
 
     # Load

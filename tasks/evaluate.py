@@ -1,9 +1,7 @@
 """Test-set metrics: accuracy and loss, per-class precision/recall/F1, the confusion matrix."""
 
-import sys
 from pathlib import Path
 
-import keras
 import numpy as np
 import pandas as pd
 from prefect import get_run_logger, task
@@ -42,12 +40,14 @@ def evaluation_tables(y: np.ndarray, prob: np.ndarray) -> dict:
 
 def evaluated_model(paths: Paths, trained: dict, normalized: dict, refresh: bool) -> dict:
     key = content_key("evaluate", trained["version"], normalized["key"],
-                      code_version(sys.modules[__name__]))
+                      code_version(__name__))
     out = Path(trained["files"]["model"]["path"]).parent / "evaluation"
 
     def produce() -> dict:
         with np.load(normalized["files"]["arrays"]["path"], allow_pickle=False) as npz:
             x, y = npz["x_test"], npz["y_test"]
+        import keras  # here: a cached run never loads TensorFlow
+
         model = keras.saving.load_model(trained["files"]["model"]["path"], compile=False)
         tables = evaluation_tables(y, model.predict(x, batch_size=1024, verbose=0))
         files = {"metrics": out / "metrics.json"}

@@ -1,6 +1,5 @@
 """Scale raw uint8 pixels to float32 in [0, 1], as the tutorial does (÷255)."""
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +28,7 @@ def normalize_dataset(raw: Path, out: Path, limit: int | None) -> None:
 
 
 def normalized_dataset(paths: Paths, dataset: dict, limit: int | None, refresh: bool) -> dict:
-    key = content_key("normalize", dataset["fingerprint"], limit, code_version(sys.modules[__name__]))
+    key = content_key("normalize", dataset["fingerprint"], limit, code_version(__name__))
     out = paths.normalized / f"mnist-{dataset['fingerprint']}-{key}.npz"
 
     def produce() -> dict:

@@ -1,7 +1,6 @@
 """PNG plots of a training run: the tutorial's curves, the confusion matrix, the mistakes."""
 
 import io
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -68,7 +67,7 @@ def misclassified_figure(x: np.ndarray, predictions: pd.DataFrame, limit: int = 
 def training_plots(paths: Paths, trained: dict, evaluated: dict, normalized: dict,
                    refresh: bool) -> dict:
     key = content_key("plots", trained["version"], evaluated["key"],
-                      code_version(sys.modules[__name__]))
+                      code_version(__name__))
     out = Path(trained["files"]["model"]["path"]).parent / "plots"
 
     def produce() -> dict:

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field, PositiveInt
 
-from tasks.models import PRESETS
+from tasks.presets import PRESETS
 
 
 class TrainSettings(BaseModel, frozen=True):
@@ -16,6 +16,7 @@ class TrainSettings(BaseModel, frozen=True):
     data: Path | None = None
     allow_unverified_data: bool = False
     no_cache: bool = False
+    speedups: bool = True  # False: the plain per-batch loop, to check speedups change nothing
 
     def model_post_init(self, _context: object) -> None:
         if self.preset not in PRESETS:
@@ -30,6 +31,7 @@ class TrainSettings(BaseModel, frozen=True):
             "batch_size": self.batch_size or preset.batch_size,
             "validation_split": preset.validation_split,
             "seed": self.seed,
+            "speedups": self.speedups,
         }
 
 

@@ -6,7 +6,7 @@ back therefore reads as a miss and is recomputed, never loaded.
 """
 
 import hashlib
-import inspect
+import importlib.util
 import json
 import os
 import shutil
@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from types import ModuleType
 
 import pandas
 
@@ -26,9 +25,9 @@ def content_key(*parts: object) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def code_version(*modules: ModuleType) -> str:
-    """Changes whenever the source of any of these modules changes."""
-    return content_key(*(inspect.getsource(m) for m in modules))
+def code_version(*modules: str) -> str:
+    """Changes whenever the source of any of these modules changes (read, not imported)."""
+    return content_key(*(Path(importlib.util.find_spec(m).origin).read_text() for m in modules))
 
 
 def file_sha256(path: Path) -> str:

@@ -2,37 +2,21 @@
 
 import hashlib
 import json
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import keras
 import numpy as np
-import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from tasks import models
-from tasks.models import PRESETS
 from tasks.paths import Paths
+from tasks.presets import PRESETS
 from tasks.settings import TrainSettings
 from tasks.store import atomic_dir, cached_step, code_version, content_key
 
 
-class EpochLogger(keras.callbacks.Callback):
-    """Keras prints epochs to stdout, which Prefect does not capture: send them to the run log."""
-
-    def __init__(self, log: Callable[[str], None], epochs: int):
-        super().__init__()
-        self.log, self.epochs = log, epochs
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        metrics = " ".join(f"{k}={v:.4f}" for k, v in (logs or {}).items())
-        self.log(f"epoch {epoch + 1}/{self.epochs} {metrics}")
-
-
-def model_version(model: keras.Model) -> str:
+def model_version(model) -> str:
     """Content hash of the architecture and weights: the same model always gets the same name.
 
     Uses get_config(), not to_json(): the latter includes the compile settings, which a model
@@ -44,34 +28,33 @@ def model_version(model: keras.Model) -> str:
     return digest.hexdigest()[:12]
 
 
-def fit(x: np.ndarray, y: np.ndarray, fit_settings: dict,
-        log: Callable[[str], None]) -> tuple[keras.Model, pd.DataFrame]:
+def train_preset(x: np.ndarray, y: np.ndarray, fit_settings: dict, log: Callable[[str], None]):
+    """(model, history) for the preset and settings; deterministic for a given seed."""
+    import keras  # here, not at the top: a fully cached run never loads TensorFlow
+
+    from tasks.fit import fit
+    from tasks.models import build_model
+
+    preset = PRESETS[fit_settings["preset"]]
     keras.utils.set_random_seed(fit_settings["seed"])
-    model = PRESETS[fit_settings["preset"]].build()
-    history = model.fit(
-        x, y,
-        epochs=fit_settings["epochs"],
-        batch_size=fit_settings["batch_size"],
-        validation_split=fit_settings["validation_split"],
-        callbacks=[EpochLogger(log, fit_settings["epochs"])],
-        verbose=2,
-    )
-    frame = pd.DataFrame(history.history)
-    frame.insert(0, "epoch", np.arange(1, len(frame) + 1))
-    return model, frame
+    model = build_model(fit_settings["preset"])
+    history = fit(model, x, y, epochs=fit_settings["epochs"], batch_size=fit_settings["batch_size"],
+                  validation_split=fit_settings["validation_split"], seed=fit_settings["seed"],
+                  patience=preset.patience, speedups=fit_settings["speedups"], log=log)
+    return model, history
 
 
 def trained_model(paths: Paths, normalized: dict, settings: TrainSettings,
                   log: Callable[[str], None] = print) -> dict:
     fit_settings = settings.fit_settings()
     key = content_key("train", normalized["key"], fit_settings,
-                      code_version(models, sys.modules[__name__]))
+                      code_version("tasks.models", "tasks.fit", __name__))
 
     def produce() -> dict:
         with np.load(normalized["files"]["arrays"]["path"], allow_pickle=False) as npz:
             x, y = npz["x_train"], npz["y_train"]
         started = time.perf_counter()
-        model, history = fit(x, y, fit_settings, log)
+        model, history = train_preset(x, y, fit_settings, log)
         seconds = time.perf_counter() - started
         version = model_version(model)
         final = paths.models / version
@@ -82,7 +65,7 @@ def trained_model(paths: Paths, normalized: dict, settings: TrainSettings,
             "files": {"model": final / "model.keras", "history": final / "history.parquet"},
             "key": key, "version": version, "fit_settings": fit_settings,
             "train_images": int(len(x)), "params": int(model.count_params()),
-            "fit_seconds": round(seconds, 2),
+            "epochs_run": int(len(history)), "fit_seconds": round(seconds, 2),
         }
 
     return cached_step(paths.cache / f"train-{key}.json", settings.no_cache, produce)

@@ -41,13 +41,14 @@ def test_train_writes_model_history_metadata_evaluation_and_plots(first_run, flo
     assert folder == flow_root / "artifacts" / "models" / first_run["model_version"]
 
     history = pd.read_parquet(folder / "history.parquet")
-    assert list(history.columns) == ["epoch", "accuracy", "loss", "val_accuracy", "val_loss"]
+    assert list(history.columns) == ["epoch", "loss", "accuracy", "val_loss", "val_accuracy"]
     assert len(history) == 2
 
     metadata = json.loads((folder / "metadata.json").read_text())
     assert metadata["model_version"] == first_run["model_version"]
     assert metadata["settings"] == {"preset": "seed", "epochs": 2, "batch_size": 32,
-                                    "validation_split": 0.2, "seed": 1, "limit": 10_000}
+                                    "validation_split": 0.2, "seed": 1, "speedups": True,
+                                    "limit": 10_000}
     assert metadata["train_images"] == 10_000 and metadata["params"] == 104_938
     assert metadata["metrics"]["test_accuracy"] == first_run["test_accuracy"]
     assert metadata["data_verified"] is True and "keras" in metadata["libraries"]

@@ -1,9 +1,11 @@
 """The seed preset is the tutorial's model, exactly."""
 
 import keras
+import numpy as np
 import pytest
 
-from tasks.models import PRESETS, build_seed
+from tasks.models import build_seed
+from tasks.presets import PRESETS
 from tasks.settings import TrainSettings
 
 
@@ -21,11 +23,42 @@ def test_seed_is_the_tutorial_network():
 
 def test_seed_fit_settings_are_the_tutorials():
     assert TrainSettings().fit_settings() == {
-        "preset": "seed", "epochs": 25, "batch_size": 32, "validation_split": 0.2, "seed": 42}
+        "preset": "seed", "epochs": 25, "batch_size": 32, "validation_split": 0.2, "seed": 42,
+        "speedups": True}
     assert TrainSettings(epochs=1, seed=7).fit_settings()["epochs"] == 1
-    assert set(PRESETS) >= {"seed"}
+    assert set(PRESETS) == {"seed", "tuned", "cnn"}
 
 
 def test_unknown_preset_is_refused():
-    with pytest.raises(ValueError, match="unknown preset 'huge'; choose from seed"):
+    with pytest.raises(ValueError, match="unknown preset 'huge'; choose from seed, tuned, cnn"):
         TrainSettings(preset="huge")
+
+
+def test_speedups_change_nothing_but_floating_point_order(mnist):
+    # XLA and the in-graph epoch loop against one plain call per batch: same data order, same
+    # steps, so the weights agree up to the reordering of floating-point sums that XLA fuses.
+    from tasks.train import train_preset
+
+    x, y = mnist["x_train"][:1000] / np.float32(255), mnist["y_train"][:1000]
+    runs = [train_preset(x, y, {"preset": "seed", "epochs": 2, "batch_size": 32,
+                                "validation_split": 0.2, "seed": 5, "speedups": fast}, log=print)
+            for fast in (True, False)]
+    for fast_w, slow_w in zip(runs[0][0].get_weights(), runs[1][0].get_weights()):
+        np.testing.assert_allclose(fast_w, slow_w, atol=1e-4)
+    np.testing.assert_allclose(runs[0][1].to_numpy(), runs[1][1].to_numpy(), atol=1e-4)
+
+
+def test_early_stopping_restores_the_best_epoch(mnist):
+    from tasks.fit import fit
+
+    x, y = mnist["x_train"][:600] / np.float32(255), mnist["y_train"][:600]
+    keras.utils.set_random_seed(0)
+    model = build_seed()
+    logs = []
+    history = fit(model, x, y, epochs=60, batch_size=32, validation_split=0.2, seed=0, patience=2,
+                  log=logs.append)
+    assert len(history) < 60 and "early stop" in logs[-1]
+    best = history["val_loss"].min()
+    prob = model.predict(x[480:], verbose=0)
+    loss = -np.mean(np.log(np.clip(prob[np.arange(120), y[480:]], 1e-7, 1)))
+    assert loss == pytest.approx(best, rel=1e-4)  # the weights are the best epoch's
