@@ -6,6 +6,8 @@ import os
 import sys
 from pathlib import Path
 
+from tasks.presets import PRESETS
+
 # Offline, quiet defaults; anything the caller set wins. Set before Prefect or TF is imported.
 ENVIRONMENT = {
     "DO_NOT_TRACK": "1",
@@ -27,7 +29,7 @@ def parser() -> argparse.ArgumentParser:
     commands = top.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train, evaluate and report a model (train-digits flow)")
-    train.add_argument("--preset", default="seed", choices=["seed", "tuned", "cnn"],
+    train.add_argument("--preset", default="seed", choices=list(PRESETS),
                        help="seed: the tutorial's model (default); tuned: regularised dense; cnn")
     train.add_argument("--epochs", type=positive, help="default: the preset's (25 for seed)")
     train.add_argument("--batch-size", type=positive, help="default: the preset's (32 for seed)")

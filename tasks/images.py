@@ -14,10 +14,11 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from scipy import ndimage
 
 EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
-WORKING_SIZE = 640  # larger pictures are reduced to this before looking for the digit
+WORKING_SIZE = 160  # pictures are reduced to this before looking for the digit (20 px)
 BOX, CANVAS = 20, 28  # MNIST: the digit fits a 20×20 box centred in 28×28
 MIN_CONTRAST = 0.12  # below this the page is taken as blank
 STROKE_FRACTION = 0.1  # MNIST strokes are about a tenth of the digit's height
+SMALL = 64  # up to this size an image is a cut-out digit, not a photo: no lighting to flatten
 
 
 class ImageError(ValueError):
@@ -34,6 +35,8 @@ def decode(data: bytes) -> Image.Image:
         try:
             image = Image.open(io.BytesIO(data))
             image.seek(0)
+            if image.format == "JPEG":  # decode at a reduced scale where JPEG allows it
+                image.draft(image.mode, (WORKING_SIZE, WORKING_SIZE))
             image = ImageOps.exif_transpose(image)
             image.load()
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -43,6 +46,19 @@ def decode(data: bytes) -> Image.Image:
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
             raise ImageError(f"truncated or damaged image: {exc}") from exc
     return image
+
+
+def shrink(image: Image.Image) -> Image.Image:
+    """Box-average a large picture down to about WORKING_SIZE before any per-pixel float work."""
+    factor = max(image.size) // WORKING_SIZE
+    if factor < 2:
+        return image
+    if image.mode in ("P", "1"):  # palette indices cannot be averaged
+        image = image.convert("RGBA" if "transparency" in image.info else "L")
+    try:
+        return image.reduce(factor)
+    except ValueError:  # modes Pillow cannot reduce (16-bit): the float path resizes them
+        return image
 
 
 def grayscale(image: Image.Image) -> np.ndarray:
@@ -73,13 +89,24 @@ def _stretch(pixels: np.ndarray) -> np.ndarray:
 
 def ink(gray: np.ndarray) -> np.ndarray:
     """Ink as bright values on a black, flat background, whatever the paper and lighting."""
-    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
-    if np.median(border) > 0.5:  # the frame is mostly paper; light paper means dark ink
-        gray = 1 - gray
-    if min(gray.shape) > 64:
-        # White top-hat: subtract the background, which varies more slowly than a stroke is wide.
-        return ndimage.white_tophat(gray, size=max(15, min(gray.shape) // 4))
-    return np.clip(gray - np.median(border if np.median(border) <= 0.5 else 1 - border), 0, None)
+    paper = float(np.median(np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])))
+    if paper > 0.5:  # the frame is mostly paper; light paper means dark ink
+        gray, paper = 1 - gray, 1 - paper
+    if min(gray.shape) > SMALL:
+        return np.clip(gray - background(gray), 0, None)
+    return np.clip(gray - paper, 0, None)
+
+
+def background(gray: np.ndarray, factor: int = 4) -> np.ndarray:
+    """The paper's brightness everywhere, strokes removed: a grey opening wider than a stroke.
+
+    Lighting varies slowly, so the opening runs on a 4× smaller copy and is scaled back up.
+    """
+    h, w = (n // factor * factor for n in gray.shape)
+    small = gray[:h, :w].reshape(h // factor, factor, w // factor, factor).min(axis=(1, 3))
+    opened = ndimage.grey_opening(small, size=max(4, min(small.shape) // 4))
+    full = np.repeat(np.repeat(opened, factor, axis=0), factor, axis=1)
+    return np.pad(full, ((0, gray.shape[0] - h), (0, gray.shape[1] - w)), mode="edge")
 
 
 def digit_mask(strokes: np.ndarray, peak: float) -> np.ndarray:
@@ -98,10 +125,10 @@ def digit_mask(strokes: np.ndarray, peak: float) -> np.ndarray:
 
 def thicken(crop: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Widen pen-thin strokes towards MNIST's proportions, which the models learnt."""
-    if not mask.any():
+    want = STROKE_FRACTION * max(crop.shape) / 2
+    if want < 1.5 or not mask.any():  # a stroke is at least a pixel wide: nothing to widen
         return crop
     half_width = np.percentile(ndimage.distance_transform_edt(mask)[mask], 90)
-    want = STROKE_FRACTION * max(crop.shape) / 2
     radius = int(round(want - half_width))
     if radius < 1:
         return crop
@@ -111,14 +138,15 @@ def thicken(crop: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 def to_mnist(image: Image.Image) -> np.ndarray:
     """The 28×28 float32 model input for one decoded image; ImageError if there is no digit."""
+    image = shrink(image)
     scale = WORKING_SIZE / max(image.size)
     gray = grayscale(image)
     if scale < 1:
         size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
         gray = np.asarray(Image.fromarray(gray).resize(size, Image.Resampling.BOX))
     strokes = ink(gray)
-    peak = float(ndimage.gaussian_filter(strokes, 1).max()) if min(strokes.shape) > 2 else \
-        float(strokes.max())
+    # On photos, blur first so that sensor noise cannot pass for ink.
+    peak = float((ndimage.gaussian_filter(strokes, 1) if min(strokes.shape) > SMALL else strokes).max())
     if peak < MIN_CONTRAST:
         raise ImageError("no digit found: the image is blank or has too little contrast")
     mask = digit_mask(strokes, peak)
