@@ -7,8 +7,10 @@ BIN := $(VENV)/bin
 export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 90
+PORT ?= 4200
+API := http://127.0.0.1:$(PORT)/api
 
-.PHONY: help install run test ui clean
+.PHONY: help install run test ui serve stop bench clean
 
 help: ## show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -36,8 +38,29 @@ run: install data/demo/labels.csv ## train the seed model, then score a demo fol
 test: install ## run the tests (offline; a throwaway Prefect home)
 	PREFECT_HOME=$$(mktemp -d) $(BIN)/python -m pytest
 
-ui: install ## serve the Prefect UI at http://127.0.0.1:4200 with the runs of `make run`
-	$(BIN)/prefect server start --host 127.0.0.1
+ui: install ## serve the Prefect UI at http://127.0.0.1:$(PORT) with the runs of `make run`
+	PREFECT_UI_API_URL=$(API) $(BIN)/prefect server start --host 127.0.0.1 --port $(PORT)
+
+serve: install ## run like a team: server, work pool, deployments, worker in the background
+	@mkdir -p .serve data/inbox
+	PREFECT_UI_API_URL=$(API) $(BIN)/prefect server start --host 127.0.0.1 --port $(PORT) \
+		> .serve/server.log 2>&1 & echo $$! > .serve/server.pid
+	PREFECT_API_URL=$(API) $(BIN)/prefect server status --wait --timeout 120
+	PREFECT_API_URL=$(API) $(BIN)/prefect work-pool create digitflow --type process --overwrite
+	PREFECT_API_URL=$(API) $(BIN)/prefect --no-prompt deploy --all
+	PREFECT_API_URL=$(API) $(BIN)/prefect worker start --pool digitflow \
+		> .serve/worker.log 2>&1 & echo $$! > .serve/worker.pid
+	@echo "UI http://127.0.0.1:$(PORT) — to use this server: export PREFECT_API_URL=$(API)"
+	@echo "logs in .serve/; make stop ends the server and the worker"
+
+stop: ## stop the server and worker that `make serve` started
+	-@[ -f .serve/worker.pid ] && kill $$(cat .serve/worker.pid) && rm .serve/worker.pid
+	-@[ -f .serve/server.pid ] && kill $$(cat .serve/server.pid) && rm .serve/server.pid
+
+bench: install ## measure training and scoring against the tutorial and a careful baseline (~25 min)
+	$(BIN)/python bench/train.py
+	$(BIN)/python bench/score.py
+	$(BIN)/python bench/presets.py
 
 clean: ## delete generated artifacts (keeps the verified data and .venv)
 	rm -rf artifacts/cache artifacts/normalized artifacts/models artifacts/predictions

@@ -37,15 +37,23 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--limit", type=positive, help="train on the first N training images only")
     add_data_options(train)
     train.add_argument("--no-cache", action="store_true", help="rerun every step, ignoring the cache")
+    train.add_argument("--gate-margin", type=float, default=0.0,
+                       help="accuracy a new model may lose against the champion and still replace it")
     train.add_argument("--no-speedups", action="store_true",
                        help="one plain call per batch, no XLA (to check the speedups change nothing)")
 
     score = commands.add_parser("score", help="score every image under FOLDER (score-folder flow)")
     score.add_argument("folder", type=Path)
     score.add_argument("--output", type=Path, help="Parquet file (default: under artifacts/predictions/)")
-    score.add_argument("--model", type=Path, help=".keras file or model folder (default: latest trained)")
+    score.add_argument("--dataset", type=Path,
+                       help="append to this partitioned dataset, skipping files this model scored")
+    score.add_argument("--model", help=".keras file, model folder or version (default: the champion)")
     score.add_argument("--labels", type=Path, help="CSV with columns path,label: report accuracy")
     score.add_argument("--chunk-size", type=positive, default=2000, help="images per task (default: 2000)")
+
+    models = commands.add_parser("models", help="list model versions; promote one or roll back")
+    models.add_argument("action", nargs="?", choices=["list", "promote", "rollback"], default="list")
+    models.add_argument("version", nargs="?", help="with promote: the version to make champion")
 
     fetch = commands.add_parser("fetch-data", help="get and verify MNIST into data/raw (no Prefect)")
     add_data_options(fetch)
@@ -70,7 +78,8 @@ def run(args: argparse.Namespace) -> dict:
         return train_digits(preset=args.preset, epochs=args.epochs, batch_size=args.batch_size,
                             seed=args.seed, limit=args.limit, data=args.data,
                             allow_unverified_data=args.allow_unverified_data,
-                            no_cache=args.no_cache, speedups=not args.no_speedups)
+                            no_cache=args.no_cache, speedups=not args.no_speedups,
+                            gate_margin=args.gate_margin)
     if args.command == "score":
         from flows.score import score_folder
         from tasks.paths import get_paths
@@ -79,7 +88,9 @@ def run(args: argparse.Namespace) -> dict:
         resolve_model(get_paths(), args.model)  # no model: say so before Prefect starts
 
         return score_folder(folder=args.folder, output=args.output, model=args.model,
-                            labels=args.labels, chunk_size=args.chunk_size)
+                            labels=args.labels, dataset=args.dataset, chunk_size=args.chunk_size)
+    if args.command == "models":
+        return manage_models(args)
 
     from tasks.ingest import ensure_mnist
     from tasks.paths import get_paths
@@ -99,6 +110,25 @@ def run(args: argparse.Namespace) -> dict:
     with np.load(dataset["path"], allow_pickle=False) as npz:
         labels = make_demo_folder(npz["x_test"], npz["y_test"], folder, args.count)
     return {"folder": str(folder), "images": len(labels), "labels": str(folder / "labels.csv")}
+
+
+def manage_models(args: argparse.Namespace) -> dict:
+    from tasks import registry
+    from tasks.paths import get_paths
+
+    paths = get_paths()
+    if args.action == "promote":
+        if not args.version:
+            raise ValueError("which version? `digitflow models` lists them")
+        return registry.promote(paths, args.version, "promoted by hand")
+    if args.action == "rollback":
+        return registry.rollback(paths)
+    rows = registry.list_models(paths)
+    for r in rows:
+        print(f"{'*' if r['champion'] else ' '} {r['version']}  {r['preset']:<6} "
+              f"{r['test_accuracy']:.4f}  {r['train_images']:>6} images  {r['epochs']:>3} epochs  "
+              f"{r['created_at']}", file=sys.stderr)
+    return {"models": rows}
 
 
 def main(argv: list[str] | None = None) -> int:

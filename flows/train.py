@@ -1,4 +1,4 @@
-"""train-digits: ingest → normalize → train → evaluate → plot → report."""
+"""train-digits: ingest → normalize → train → evaluate → plot → gate → report."""
 
 import time
 from datetime import datetime, timezone
@@ -7,12 +7,12 @@ from pathlib import Path
 from prefect import flow
 from prefect.runtime import flow_run
 
-from tasks.evaluate import evaluate_model
+from tasks.evaluate import evaluate_champion, evaluate_model
 from tasks.ingest import load_mnist
 from tasks.normalize import normalize
 from tasks.paths import get_paths
 from tasks.plots import plot_training
-from tasks.registry import model_metadata, record_model_task
+from tasks.registry import gate_model, list_models, model_metadata, record_model_task
 from tasks.report import publish_training_report
 from tasks.settings import TrainSettings
 from tasks.train import train_model
@@ -33,11 +33,12 @@ def train_digits(
     allow_unverified_data: bool = False,
     no_cache: bool = False,
     speedups: bool = True,
+    gate_margin: float = 0.0,
 ) -> dict:
     started = time.perf_counter()
     settings = TrainSettings(preset=preset, epochs=epochs, batch_size=batch_size, seed=seed,
                              limit=limit, data=data, allow_unverified_data=allow_unverified_data,
-                             no_cache=no_cache, speedups=speedups)
+                             no_cache=no_cache, speedups=speedups, gate_margin=gate_margin)
     paths = get_paths()
 
     # Load
@@ -53,13 +54,17 @@ def train_digits(
                                refresh=settings.no_cache)
     plots = plot_training(paths=paths, trained=trained, evaluated=evaluated,
                           normalized=normalized, refresh=settings.no_cache)
-    # Report
+    champion = evaluate_champion(paths=paths, normalized=normalized)
+    # Gate and report
     steps = {"normalize": normalized, "train": trained, "evaluate": evaluated, "plots": plots}
     timings = {step: round(record["step_seconds"], 2) for step, record in steps.items()}
     metadata = model_metadata(dataset=dataset, trained=trained, evaluated=evaluated,
                               limit=settings.limit, timings=timings, run_id=str(flow_run.id))
     record_model_task(paths=paths, metadata=metadata)
-    publish_training_report(metadata=metadata, evaluated=evaluated, plots=plots)
+    decision = gate_model(paths=paths, metadata=metadata, champion=champion,
+                          margin=settings.gate_margin)
+    publish_training_report(metadata=metadata, evaluated=evaluated, plots=plots, decision=decision,
+                            models=list_models(paths))
     return {
         "test_accuracy": evaluated["test_accuracy"],
         "model_path": metadata["model_path"],
@@ -67,6 +72,8 @@ def train_digits(
         "run_id": str(flow_run.id),
         "seconds": round(time.perf_counter() - started, 2),
         "cached_steps": [step for step, record in steps.items() if record["cached"]],
+        "promoted": decision["promote"],
+        "gate": decision["reason"],
     }
 
 

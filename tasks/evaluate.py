@@ -10,6 +10,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_f
 
 from tasks.mnist import NUM_CLASSES
 from tasks.paths import Paths
+from tasks.registry import read_pointer
 from tasks.store import cached_step, code_version, content_key, write_json, write_parquet
 
 CLASSES = list(range(NUM_CLASSES))
@@ -66,3 +67,18 @@ def evaluate_model(paths: Paths, trained: dict, normalized: dict, refresh: bool)
     get_run_logger().info("test accuracy %.4f, loss %.4f%s", record["test_accuracy"],
                           record["test_loss"], " (cached)" if record["cached"] else "")
     return record
+
+
+@task(name="evaluate-champion", cache_policy=NO_CACHE)
+def evaluate_champion(paths: Paths, normalized: dict) -> dict | None:
+    """The champion's accuracy on this run's test set, so the gate compares like with like."""
+    pointer = read_pointer(paths.champion)
+    if pointer is None:
+        return None
+    if not Path(pointer["model_path"]).is_file():
+        get_run_logger().warning("champion %s has no model file at %s; treating as no champion",
+                                 pointer["model_version"], pointer["model_path"])
+        return None
+    champion = {"version": pointer["model_version"], "files": {"model": {"path": pointer["model_path"]}}}
+    record = evaluated_model(paths, champion, normalized, refresh=False)
+    return {"version": pointer["model_version"], "test_accuracy": record["test_accuracy"]}

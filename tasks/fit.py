@@ -23,14 +23,15 @@ EVAL_BATCH = 2048  # forward passes only: batch size changes nothing but the spe
 
 class Trainer:
     def __init__(self, model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int,
-                 speedups: bool):
+                 speedups: bool, xla: bool):
         self.model, self.batch, self.speedups = model, batch_size, speedups
+        jit = speedups and xla
         self.x, self.y = tf.constant(x), tf.constant(y.astype(np.int32))
         self.loss = keras.losses.SparseCategoricalCrossentropy()
         model.optimizer.build(model.trainable_variables)
-        self.step = tf.function(self._step, jit_compile=speedups)
-        self.full_batches = tf.function(self._full_batches, jit_compile=speedups)
-        self.forward = tf.function(lambda x: model(x, training=False), jit_compile=speedups)
+        self.step = tf.function(self._step, jit_compile=jit)
+        self.full_batches = tf.function(self._full_batches, jit_compile=jit)
+        self.forward = tf.function(lambda x: model(x, training=False), jit_compile=jit)
 
     def _step(self, index: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """One optimizer step on the rows `index`; returns (summed loss, correct count)."""
@@ -80,14 +81,16 @@ def evaluate(prob: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 
 def fit(model: keras.Model, x: np.ndarray, y: np.ndarray, *, epochs: int, batch_size: int,
         validation_split: float, seed: int, patience: int | None = None, speedups: bool = True,
-        log: Callable[[str], None] = print) -> pd.DataFrame:
+        xla: bool = True, log: Callable[[str], None] = print) -> pd.DataFrame:
     """Train `model` in place; returns the per-epoch history (epoch, loss, accuracy, val_*).
 
+    `xla` is the preset's: XLA fuses the many tiny ops of a small dense network, but for larger
+    matmuls, convolutions and random augmentation TensorFlow's own CPU kernels are faster.
     With `patience`, stop when val_loss has not improved for that many epochs and restore the
     best epoch's weights (Keras's EarlyStopping with restore_best_weights=True).
     """
     split = math.ceil(len(x) * (1 - validation_split))  # keras: the last rows are validation
-    trainer = Trainer(model, x[:split], y[:split], batch_size, speedups)
+    trainer = Trainer(model, x[:split], y[:split], batch_size, speedups, xla)
     x_val, y_val = x[split:], y[split:].astype(np.int64)
     shuffle = np.random.default_rng(seed)
     history, best = [], (np.inf, None)

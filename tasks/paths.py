@@ -55,6 +55,14 @@ class Paths:
         return self.models / "latest.json"
 
     @property
+    def champion(self) -> Path:
+        return self.models / "champion.json"
+
+    @property
+    def promotions(self) -> Path:
+        return self.models / "promotions.jsonl"
+
+    @property
     def predictions(self) -> Path:
         return self.artifacts / "predictions"
 

@@ -1,4 +1,11 @@
-"""Trained model versions under artifacts/models/<version>/, their metadata, and which is latest."""
+"""Trained model versions under artifacts/models/<version>/, the champion, and the gate.
+
+Every trained model is a version. One of them is the champion, which scoring uses by default: a
+retrained challenger replaces it only if it is not worse on the same test set (within a margin).
+The champion is a small JSON pointer replaced atomically, so a scorer reading it while a retrain
+promotes sees the old champion or the new one, never a half-written model; every promotion and
+rollback is appended to promotions.jsonl.
+"""
 
 import json
 import platform
@@ -6,11 +13,11 @@ from datetime import datetime, timezone
 from importlib.metadata import version as package_version
 from pathlib import Path
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.paths import Paths
-from tasks.store import write_json
+from tasks.store import write_bytes, write_json
 
 LIBRARIES = ("tensorflow-cpu", "tensorflow", "keras", "numpy", "pandas", "scikit-learn", "prefect")
 
@@ -59,14 +66,23 @@ def record_model(paths: Paths, metadata: dict) -> Path:
     return folder / "metadata.json"
 
 
-def resolve_model(paths: Paths, model: Path | None) -> Path:
-    """A .keras file from a path to one, a model folder, or (None) the latest trained model."""
+def read_pointer(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def resolve_model(paths: Paths, model: Path | str | None) -> Path:
+    """A .keras file from a path, a model folder or a version; None: the champion, else latest."""
     if model is None:
-        try:
-            model = Path(json.loads(paths.latest_model.read_text())["model_path"])
-        except (OSError, ValueError, KeyError) as exc:
+        pointer = read_pointer(paths.champion) or read_pointer(paths.latest_model)
+        if pointer is None:
             raise ModelNotFound(f"no trained model in {paths.models}: run `digitflow train` first, "
-                                f"or pass --model PATH") from exc
+                                f"or pass --model PATH")
+        model = pointer["model_path"]
+    elif not Path(model).exists() and (paths.models / str(model)).is_dir():
+        model = paths.models / str(model)  # a version, as `digitflow models` lists them
     model = Path(model)
     if model.is_dir():
         model = model / "model.keras"
@@ -75,6 +91,77 @@ def resolve_model(paths: Paths, model: Path | None) -> Path:
     return model
 
 
+def list_models(paths: Paths) -> list[dict]:
+    """Every version with metadata, oldest first, with which one is champion."""
+    champion = (read_pointer(paths.champion) or {}).get("model_version")
+    rows = []
+    for meta in sorted(paths.models.glob("*/metadata.json")):
+        m = read_pointer(meta)
+        if m is None:
+            continue
+        rows.append({"version": m["model_version"], "preset": m["preset"],
+                     "created_at": m["created_at"], "test_accuracy": m["metrics"]["test_accuracy"],
+                     "train_images": m["train_images"], "epochs": m["settings"]["epochs"],
+                     "champion": m["model_version"] == champion})
+    return sorted(rows, key=lambda r: r["created_at"])
+
+
+def promote(paths: Paths, version: str, reason: str) -> dict:
+    """Make `version` the champion (atomically) and record why."""
+    metadata = read_pointer(paths.models / version / "metadata.json")
+    if metadata is None:
+        raise ModelNotFound(f"no model version {version!r} in {paths.models}; "
+                            f"`digitflow models` lists them")
+    previous = read_pointer(paths.champion)
+    record = {"model_version": version, "model_path": metadata["model_path"],
+              "test_accuracy": metadata["metrics"]["test_accuracy"], "reason": reason,
+              "promoted_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "previous": previous["model_version"] if previous else None}
+    history = paths.promotions.read_text() if paths.promotions.exists() else ""
+    write_bytes(paths.promotions, (history + json.dumps(record) + "\n").encode())
+    write_json(paths.champion, record)
+    return record
+
+
+def rollback(paths: Paths) -> dict:
+    """Make the champion before the current one champion again."""
+    current = read_pointer(paths.champion)
+    if current is None or current["previous"] is None:
+        raise ModelNotFound("there is no earlier champion to roll back to")
+    return promote(paths, current["previous"], f"rollback from {current['model_version']}")
+
+
+def decide(challenger: dict, champion: dict | None, margin: float) -> dict:
+    """Promote the challenger unless it is worse than the champion by more than `margin`.
+
+    Both accuracies are on the same test set: the champion is re-evaluated on this run's data.
+    """
+    new = challenger["metrics"]["test_accuracy"]
+    if champion is None:
+        return {"promote": True, "reason": "no champion yet", "challenger_accuracy": new,
+                "champion_accuracy": None, "champion": None}
+    old = champion["test_accuracy"]
+    if champion["version"] == challenger["model_version"]:
+        verdict, reason = False, "the challenger is already the champion"
+    elif new >= old - margin:
+        verdict, reason = True, f"accuracy {new:.4f} is not worse than {old:.4f} (margin {margin})"
+    else:
+        verdict, reason = False, f"accuracy {new:.4f} is worse than {old:.4f} (margin {margin})"
+    return {"promote": verdict, "reason": reason, "challenger_accuracy": new,
+            "champion_accuracy": old, "champion": champion["version"]}
+
+
 @task(name="record-model", cache_policy=NO_CACHE)
 def record_model_task(paths: Paths, metadata: dict) -> str:
     return str(record_model(paths, metadata))
+
+
+@task(name="gate-model", cache_policy=NO_CACHE)
+def gate_model(paths: Paths, metadata: dict, champion: dict | None, margin: float) -> dict:
+    decision = decide(metadata, champion, margin)
+    if decision["promote"]:
+        promote(paths, metadata["model_version"], f"gate: {decision['reason']}")
+    get_run_logger().info("gate: %s %s (%s)", "promoted" if decision["promote"] else "kept champion",
+                          metadata["model_version"] if decision["promote"] else decision["champion"],
+                          decision["reason"])
+    return decision

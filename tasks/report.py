@@ -1,23 +1,48 @@
 """What a person sees on a run's page in the Prefect UI: markdown reports and tables."""
 
 import base64
+import io
 from pathlib import Path
 
+import numpy as np
+
 import pandas as pd
+from PIL import Image
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
+
+from tasks.images import decode, grayscale, preprocess
 
 
 def data_uri(png: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode()
 
 
-def training_markdown(metadata: dict, plots: dict) -> str:
+def gate_lines(decision: dict) -> list[str]:
+    champion = decision["champion_accuracy"]
+    return [
+        "## Champion gate",
+        "",
+        f"**{'Promoted to champion' if decision['promote'] else 'Not promoted'}**: "
+        f"{decision['reason']}.",
+        "",
+        "| | model | test accuracy |", "|---|---|---|",
+        f"| challenger (this run) | | {decision['challenger_accuracy']:.4f} |",
+        f"| champion before | `{decision['champion']}` | "
+        f"{'—' if champion is None else f'{champion:.4f}'} |",
+        "",
+    ]
+
+
+def training_markdown(metadata: dict, plots: dict, decision: dict) -> str:
     m, s = metadata["metrics"], metadata["settings"]
     folder = Path(metadata["model_path"]).parent
     lines = [
         f"# Training report: {metadata['preset']} model `{metadata['model_version']}`",
+        "",
+        *gate_lines(decision),
+        "## Metrics",
         "",
         "| metric | value |", "|---|---|",
         f"| test accuracy | {m['test_accuracy']:.4f} |",
@@ -55,32 +80,75 @@ def per_class_rows(per_class: pd.DataFrame) -> list[dict]:
 
 
 @task(name="publish-training-report", cache_policy=NO_CACHE)
-def publish_training_report(metadata: dict, evaluated: dict, plots: dict) -> None:
+def publish_training_report(metadata: dict, evaluated: dict, plots: dict, decision: dict,
+                            models: list[dict]) -> None:
+    accuracy = metadata["metrics"]["test_accuracy"]
     create_markdown_artifact(key=f"train-report-{metadata['preset']}",
-                             markdown=training_markdown(metadata, plots),
-                             description=f"test accuracy {metadata['metrics']['test_accuracy']:.4f}")
+                             markdown=training_markdown(metadata, plots, decision),
+                             description=f"test accuracy {accuracy:.4f}; "
+                                         f"{'promoted' if decision['promote'] else 'not promoted'}")
     per_class = pd.read_parquet(evaluated["files"]["per_class"]["path"])
     create_table_artifact(key=f"per-class-metrics-{metadata['preset']}", table=per_class_rows(per_class),
                           description=f"model {metadata['model_version']}")
+    # One key across retrains: its versions on the Artifacts page are the accuracy history.
+    create_table_artifact(key="model-versions", table=[
+        {"version": m["version"], "preset": m["preset"], "created_at": m["created_at"],
+         "test_accuracy": round(float(m["test_accuracy"]), 4), "champion": bool(m["champion"])}
+        for m in models], description=f"{len(models)} versions; latest accuracy {accuracy:.4f}")
 
 
-def scoring_markdown(summary: dict) -> str:
+def thumbnails(file: Path) -> tuple[str, str]:
+    """Data URIs of the picture as it is and of the 28×28 input the model received."""
+    data = file.read_bytes()
+    # Through grayscale(): transparent pictures shown on paper, not on black.
+    picture = Image.fromarray((grayscale(decode(data)) * 255).astype(np.uint8))
+    picture.thumbnail((84, 84))
+    seen = Image.fromarray((preprocess(data) * 255).astype(np.uint8)).resize((84, 84), Image.NEAREST)
+    return png_uri(picture), png_uri(seen)
+
+
+def png_uri(image: Image.Image) -> str:
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    return "data:image/png;base64," + base64.b64encode(out.getvalue()).decode()
+
+
+def scoring_markdown(summary: dict, folder: Path) -> str:
     lines = [f"# Scoring report: `{summary['folder']}`", "",
              "| | |", "|---|---|",
              f"| model | `{summary['model_version']}` |",
-             f"| images scored | {summary['scored']} |",
+             f"| image files found | {summary['found']} |",
+             f"| skipped (already scored by this model) | {summary['skipped']} |",
+             f"| scored | {summary['scored']} |",
              f"| errors | {summary['errors']} |",
+             f"| mean confidence | {summary['mean_confidence']} |",
+             *([f"| accuracy against labels | {summary['accuracy']} |"] if "accuracy" in summary else []),
              f"| output | `{summary['output']}` |",
              f"| seconds | {summary['seconds']:.1f} |", "",
              "## Predictions by label", "", "| label | count |", "|---|---|",
-             *[f"| {k} | {v} |" for k, v in summary["by_label"].items()]]
+             *[f"| {k} | {v} |" for k, v in summary["by_label"].items()], "",
+             "## Confidence", "", "| confidence | images |", "|---|---|",
+             *[f"| {k} | {v} |" for k, v in summary["confidence_bins"].items()]]
     if summary["error_reasons"]:
         lines += ["", "## Errors", "", "| reason | count |", "|---|---|",
                   *[f"| {k} | {v} |" for k, v in summary["error_reasons"].items()]]
+    if summary["review"]:
+        lines += ["", "## Review: the least confident predictions", "",
+                  "| image | model input | predicted | confidence | top 3 | file |",
+                  "|---|---|---|---|---|---|"]
+        for row in summary["review"]:
+            try:
+                picture, seen = thumbnails(folder / row["path"])
+            except (OSError, ValueError):
+                continue  # moved or changed since it was scored
+            top = ", ".join(f"{d}: {p:.2f}" for d, p in row["top3"])
+            lines.append(f"| ![{row['path']}]({picture}) | ![input]({seen}) | **{row['label']}** | "
+                         f"{row['confidence']:.2f} | {top} | `{row['path']}` |")
     return "\n".join(lines)
 
 
 @task(name="publish-scoring-report", cache_policy=NO_CACHE)
 def publish_scoring_report(summary: dict) -> None:
-    create_markdown_artifact(key="score-report", markdown=scoring_markdown(summary),
-                             description=f"{summary['scored']} scored, {summary['errors']} errors")
+    create_markdown_artifact(key="score-report", markdown=scoring_markdown(summary, Path(summary["folder"])),
+                             description=f"{summary['scored']} scored, {summary['errors']} errors, "
+                                         f"{summary['skipped']} skipped")

@@ -4,10 +4,7 @@ The prediction table (one row per image file) is a contract; `SCHEMA` is its def
 """
 
 import functools
-import hashlib
-import os
 from collections import Counter
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -15,13 +12,15 @@ import keras
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.images import EXTENSIONS, ImageError, preprocess
+from tasks.files import ImageFile, list_images, read_images
 from tasks.mnist import NUM_CLASSES
-from tasks.store import atomic_path
+from tasks.store import atomic_path, file_sha256
 from tasks.train import model_version
 
 PROB_COLUMNS = [f"prob_{d}" for d in range(NUM_CLASSES)]
@@ -31,48 +30,6 @@ SCHEMA = pa.schema(
      ("status", pa.string()), ("error", pa.string()), ("model_version", pa.string()),
      ("scored_at", pa.timestamp("us", tz="UTC"))]
 )
-MAX_FILE_BYTES = 256 * 1024 * 1024  # a digit image is kilobytes; anything this big is refused
-OUTSIDE_LINK = "symbolic link leads outside the folder; not followed"
-
-
-@dataclass(frozen=True)
-class ImageFile:
-    path: str  # relative to the folder, "/"-separated, printable (as in the table)
-    location: str  # what open() needs, undecodable bytes and all
-    problem: str | None = None  # known before reading: the file is an error row
-
-
-def display_name(relative: str) -> str:
-    # File names that are not UTF-8 reach Python as surrogate escapes, which Parquet cannot store.
-    return os.fsencode(relative).decode("utf-8", "backslashreplace").replace(os.sep, "/")
-
-
-def list_images(folder: Path) -> list[ImageFile]:
-    """Every image file under `folder`, recursively, by extension in any case; sorted by path."""
-    if not folder.is_dir():
-        raise NotADirectoryError(f"{folder} is not a folder of images")
-    root = folder.resolve()
-    found = []
-
-    def add(location: str, problem: str | None) -> None:
-        found.append(ImageFile(display_name(os.path.relpath(location, folder)), location, problem))
-
-    for dirpath, dirnames, filenames in os.walk(folder):
-        for name in list(dirnames):
-            location = os.path.join(dirpath, name)
-            if os.path.islink(location):
-                dirnames.remove(name)  # never descended: no loops, no escapes
-                if not Path(location).resolve().is_relative_to(root):
-                    add(location, OUTSIDE_LINK)
-        for name in filenames:
-            location = os.path.join(dirpath, name)
-            if os.path.splitext(name)[1].lower() not in EXTENSIONS:
-                continue
-            outside = os.path.islink(location) and not Path(location).resolve().is_relative_to(root)
-            add(location, OUTSIDE_LINK if outside else None)
-    return sorted(found, key=lambda f: f.path)
-
-
 @functools.lru_cache(maxsize=2)
 def _load(path: str, mtime_ns: int) -> tuple[keras.Model, str]:
     model = keras.saving.load_model(path, compile=False, safe_mode=True)
@@ -84,28 +41,10 @@ def load_scoring_model(path: Path) -> tuple[keras.Model, str]:
     return _load(str(path), path.stat().st_mtime_ns)
 
 
-def read_image(file: ImageFile) -> tuple[str | None, np.ndarray | None, str | None]:
-    """(sha256, model input, error) for one file; never raises for a bad file."""
-    if file.problem:
-        return None, None, file.problem
-    try:
-        with open(file.location, "rb") as f:
-            data = f.read(MAX_FILE_BYTES + 1)
-    except OSError as exc:
-        return None, None, f"cannot read file: {exc.strerror or exc}"
-    sha = hashlib.sha256(data).hexdigest()
-    if len(data) > MAX_FILE_BYTES:
-        return sha, None, f"file larger than {MAX_FILE_BYTES // 2**20} MiB; not an image to score"
-    try:
-        return sha, preprocess(data), None
-    except ImageError as exc:
-        return sha, None, str(exc)
-
-
 def score_files(files: list[ImageFile], model_path: Path) -> pd.DataFrame:
     """Prediction rows for `files`, in order: one batched predict for all readable images."""
     model, version = load_scoring_model(model_path)
-    read = [read_image(f) for f in files]
+    read = read_images(files)
     inputs = [x for _, x, _ in read if x is not None]
     probs = model.predict(np.stack(inputs), batch_size=1024, verbose=0) if inputs else \
         np.empty((0, NUM_CLASSES), dtype=np.float32)
@@ -136,14 +75,23 @@ def write_table(frames: list[pd.DataFrame], output: Path) -> pd.DataFrame:
     return frame
 
 
+CONFIDENCE_BINS = [0.0, 0.5, 0.8, 0.95, 0.99, 1.0001]
+REVIEW_SIZE = 16  # lowest-confidence predictions shown for a person to check
+
+
 def summarize(frame: pd.DataFrame, labels: Path | None) -> dict:
     ok = frame[frame["status"] == "ok"]
     reasons = Counter(str(e).split(":")[0] for e in frame.loc[frame["status"] == "error", "error"])
+    bins = pd.cut(ok["confidence"], CONFIDENCE_BINS, right=False).value_counts(sort=False)
+    doubtful = ok.nsmallest(REVIEW_SIZE, "confidence")
     summary = {
         "scored": int(len(ok)), "errors": int(len(frame) - len(ok)),
         "by_label": {int(k): int(v) for k, v in ok["label"].value_counts().sort_index().items()},
         "error_reasons": dict(reasons.most_common()),
         "mean_confidence": round(float(ok["confidence"].mean()), 4) if len(ok) else None,
+        "confidence_bins": {f"{i.left:.2f}–{min(i.right, 1):.2f}": int(n) for i, n in bins.items()},
+        "review": [{"path": r.path, "label": int(r.label), "confidence": round(float(r.confidence), 4),
+                    "top3": top3(r)} for r in doubtful.itertuples()],
     }
     if labels is not None:
         truth = pd.read_csv(labels, dtype={"path": str, "label": "Int64"})
@@ -154,6 +102,39 @@ def summarize(frame: pd.DataFrame, labels: Path | None) -> dict:
     return summary
 
 
+def top3(row) -> list[list]:
+    probs = np.array([getattr(row, c) for c in PROB_COLUMNS])
+    return [[int(d), round(float(probs[d]), 4)] for d in np.argsort(probs)[::-1][:3]]
+
+
+def scored_before(dataset: Path, version: str) -> set[str]:
+    """SHA-256 of every file the model `version` already scored into the dataset."""
+    if not any(dataset.rglob("*.parquet")):
+        return set()
+    table = pads.dataset(dataset, format="parquet", partitioning="hive").to_table(
+        columns=["sha256"], filter=pc.field("model_version") == version)
+    return set(table.column("sha256").drop_null().to_pylist())
+
+
+def unscored(files: list[ImageFile], dataset: Path, model_path: Path) -> list[ImageFile]:
+    """The files whose content this model has not scored into the dataset yet."""
+    done = scored_before(dataset, load_scoring_model(model_path)[1])
+
+    def is_new(file: ImageFile) -> bool:
+        try:
+            return file.problem is not None or file_sha256(Path(file.location)) not in done
+        except OSError:
+            return True  # unreadable: scoring it records the error
+
+    return [f for f in files if is_new(f)]
+
+
+def dataset_part(dataset: Path, run_id: str) -> Path:
+    """Where one run appends to a prediction dataset: a new file in today's partition."""
+    now = datetime.now(timezone.utc)
+    return dataset / f"date={now:%Y-%m-%d}" / f"part-{now:%H%M%S}-{run_id[:8]}.parquet"
+
+
 @task(name="list-images", cache_policy=NO_CACHE)
 def find_images(folder: Path) -> list[ImageFile]:
     return list_images(folder)
@@ -162,6 +143,11 @@ def find_images(folder: Path) -> list[ImageFile]:
 @task(name="score-images", cache_policy=NO_CACHE, task_run_name="score-images-{first}")
 def score_images(files: list[ImageFile], model_path: Path, first: int) -> pd.DataFrame:
     return score_files(files, model_path)
+
+
+@task(name="select-unscored", cache_policy=NO_CACHE)
+def select_unscored(files: list[ImageFile], dataset: Path, model_path: Path) -> list[ImageFile]:
+    return unscored(files, dataset, model_path)
 
 
 @task(name="write-predictions", cache_policy=NO_CACHE)

@@ -17,6 +17,7 @@ class TrainSettings(BaseModel, frozen=True):
     allow_unverified_data: bool = False
     no_cache: bool = False
     speedups: bool = True  # False: the plain per-batch loop, to check speedups change nothing
+    gate_margin: float = Field(default=0.0, ge=0, le=1)  # accuracy a challenger may lose
 
     def model_post_init(self, _context: object) -> None:
         if self.preset not in PRESETS:
@@ -40,4 +41,9 @@ class ScoreSettings(BaseModel, frozen=True):
     output: Path | None = None
     model: Path | None = None  # a .keras file or a model folder; default: the latest trained
     labels: Path | None = None  # optional CSV of true labels (path,label): reports accuracy
+    dataset: Path | None = None  # append to this partitioned dataset, skipping files scored before
     chunk_size: PositiveInt = Field(default=2000, description="images per scoring task")
+
+    def model_post_init(self, _context: object) -> None:
+        if self.output is not None and self.dataset is not None:
+            raise ValueError("give --output (one table) or --dataset (appended partitions), not both")

@@ -13,7 +13,7 @@ from prefect.cache_policies import NO_CACHE
 from tasks.paths import Paths
 from tasks.presets import PRESETS
 from tasks.settings import TrainSettings
-from tasks.store import atomic_dir, cached_step, code_version, content_key
+from tasks.store import atomic_path, cached_step, code_version, content_key, write_parquet
 
 
 def model_version(model) -> str:
@@ -40,7 +40,8 @@ def train_preset(x: np.ndarray, y: np.ndarray, fit_settings: dict, log: Callable
     model = build_model(fit_settings["preset"])
     history = fit(model, x, y, epochs=fit_settings["epochs"], batch_size=fit_settings["batch_size"],
                   validation_split=fit_settings["validation_split"], seed=fit_settings["seed"],
-                  patience=preset.patience, speedups=fit_settings["speedups"], log=log)
+                  patience=preset.patience, speedups=fit_settings["speedups"], xla=preset.xla,
+                  log=log)
     return model, history
 
 
@@ -58,9 +59,10 @@ def trained_model(paths: Paths, normalized: dict, settings: TrainSettings,
         seconds = time.perf_counter() - started
         version = model_version(model)
         final = paths.models / version
-        with atomic_dir(final) as tmp:
-            model.save(tmp / "model.keras")
-            history.to_parquet(tmp / "history.parquet", index=False)
+        # File by file, each renamed into place whole: a reader never sees half a model.
+        with atomic_path(final / "model.keras", suffix=".keras") as tmp:
+            model.save(tmp)
+        write_parquet(history, final / "history.parquet")
         return {
             "files": {"model": final / "model.keras", "history": final / "history.parquet"},
             "key": key, "version": version, "fit_settings": fit_settings,

@@ -66,6 +66,16 @@ def test_train_writes_model_history_metadata_evaluation_and_plots(first_run, flo
     assert latest["model_version"] == first_run["model_version"]
 
 
+def test_first_model_becomes_champion_and_a_worse_one_does_not(first_run, flow_root):
+    champion = flow_root / "artifacts" / "models" / "champion.json"
+    assert first_run["promoted"] and first_run["gate"] == "no champion yet"
+    assert json.loads(champion.read_text())["model_version"] == first_run["model_version"]
+
+    worse = train_digits(limit=500, epochs=1, seed=1)
+    assert not worse["promoted"] and "is worse than" in worse["gate"]
+    assert json.loads(champion.read_text())["model_version"] == first_run["model_version"]
+
+
 def test_report_artifacts_embed_the_plots(first_run):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
@@ -76,8 +86,11 @@ def test_report_artifacts_embed_the_plots(first_run):
     by_type = {a.type: a for a in artifacts}
     report = by_type["markdown"].data
     assert report.count("](data:image/png;base64,") == 3
+    assert "Promoted to champion" in report and "no champion yet" in report
     assert f"{first_run['test_accuracy']:.4f}" in report
-    assert len(json.loads(by_type["table"].data)) == 10
+    tables = {a.key: json.loads(a.data) for a in artifacts if a.type == "table"}
+    assert len(tables["per-class-metrics-seed"]) == 10
+    assert tables["model-versions"][0]["version"] == first_run["model_version"]
 
 
 def test_identical_rerun_is_served_from_the_cache(first_run):
@@ -109,11 +122,26 @@ def test_score_folder_of_scans_is_accurate_and_reports_bad_files(first_run, flow
     assert table.num_rows == 93  # 90 scans + 3 broken files; README.txt and labels.csv ignored
     frame = table.to_pandas()
     assert list(frame["path"]) == sorted(frame["path"])
-    latest = json.loads((flow_root / "artifacts" / "models" / "latest.json").read_text())
-    assert (frame["model_version"] == latest["model_version"]).all()  # the default model
+    champion = json.loads((flow_root / "artifacts" / "models" / "champion.json").read_text())
+    assert (frame["model_version"] == champion["model_version"]).all()  # the default model
     errors = frame[frame["status"] == "error"].set_index("path")["error"]
     assert sorted(errors.index) == ["broken/empty.png", "broken/notes.jpg", "broken/truncated.png"]
     assert summary["scored"] == 90 and summary["errors"] == 3
     # Scans of unseen digits score close to the clean test set; a naive resize gets ~10%.
     assert summary["accuracy"] >= first_run["test_accuracy"] - 0.1
     assert os.listdir(output.parent) == ["predictions.parquet"]
+    assert len(summary["review"]) == 16 and summary["review"][0]["confidence"] <= \
+        summary["review"][-1]["confidence"]
+
+
+def test_incremental_scoring_scores_only_new_files(first_run, flow_root, mnist):
+    folder, dataset = flow_root / "inbox", flow_root / "predictions-dataset"
+    make_demo_folder(mnist["x_test"][:20], mnist["y_test"][:20], folder, count=20, seed=4)
+    first = score_folder(folder=folder, dataset=dataset)
+    assert (first["scored"], first["errors"], first["skipped"]) == (20, 3, 0)
+    make_demo_folder(mnist["x_test"][20:25], mnist["y_test"][20:25], folder / "new", count=5,
+                     seed=5, bad_files=False)
+    second = score_folder(folder=folder, dataset=dataset)
+    assert (second["scored"], second["errors"], second["skipped"]) == (5, 0, 23)
+    table = pq.read_table(dataset)  # both runs, as one partitioned dataset
+    assert table.num_rows == 28 and "date" in table.column_names

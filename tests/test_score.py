@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from tasks.models import build_seed
-from tasks.score import SCHEMA, list_images, load_scoring_model, score_files, summarize, write_table
+from tasks.files import list_images
+from tasks.score import SCHEMA, load_scoring_model, score_files, summarize, write_table
 from tasks.train import model_version
 
 
@@ -111,3 +112,46 @@ def test_summary_counts_and_accuracy_against_labels(folder, model_path, tmp_path
     assert summary["scored"] == 4 and summary["errors"] == 4
     assert summary["accuracy"] == 1.0 and summary["labelled"] == 4
     assert summary["error_reasons"]["symbolic link leads outside the folder; not followed"] == 2
+
+
+def test_reading_in_worker_processes_gives_the_same_rows_in_order(tmp_path, mnist, monkeypatch):
+    from tasks import files as reading
+
+    for i in range(reading.PARALLEL_FROM + 50):
+        (tmp_path / f"{i:04d}.png").write_bytes(png(mnist["x_test"][i]))
+    (tmp_path / "0100.png").write_bytes(b"")  # an error row in the middle keeps its place
+    found = list_images(tmp_path)
+    parallel = reading.read_images(found)
+    monkeypatch.setattr(reading, "PARALLEL_FROM", 10**9)
+    serial = reading.read_images(found)
+    assert [r[0] for r in parallel] == [r[0] for r in serial]
+    assert [r[2] for r in parallel] == [r[2] for r in serial]
+    assert parallel[100][2] == "empty file"
+    for (_, a, _), (_, b, _) in zip(parallel, serial):
+        assert (a is None and b is None) or np.array_equal(a, b)
+
+
+def test_incremental_scoring_skips_what_this_model_already_scored(folder, model_path, tmp_path):
+    from tasks.score import dataset_part, unscored
+
+    dataset = tmp_path / "dataset"
+    files = list_images(folder)
+    assert unscored(files, dataset, model_path) == files  # an empty dataset: everything is new
+    done = {"a.png", "broken.webp"}  # one scored, one an error row: both are recorded
+    write_table([score_files([f for f in files if f.path in done], model_path)],
+                dataset_part(dataset, "run-one"))
+    remaining = unscored(files, dataset, model_path)
+    assert [f.path for f in remaining] == [f.path for f in files if f.path not in done]
+
+    (folder / "a.png").write_bytes((folder / "sub" / "B.PNG").read_bytes())  # changed content
+    assert "a.png" in [f.path for f in unscored(list_images(folder), dataset, model_path)]
+
+
+def test_a_new_model_version_rescores_everything(folder, model_path, tmp_path):
+    from tasks.score import dataset_part, unscored
+
+    dataset = tmp_path / "dataset"
+    frame = score_files(list_images(folder), model_path)
+    frame["model_version"] = "someoldmodel"
+    write_table([frame], dataset_part(dataset, "old-run"))
+    assert len(unscored(list_images(folder), dataset, model_path)) == len(frame)

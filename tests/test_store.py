@@ -2,7 +2,7 @@
 
 import pytest
 
-from tasks.store import atomic_dir, atomic_path, cached_step, content_key, read_manifest
+from tasks.store import atomic_path, cached_step, content_key, read_manifest
 
 
 def producer(path, calls):
@@ -56,21 +56,6 @@ def test_failed_write_leaves_nothing_behind(tmp_path):
             tmp.write_bytes(b"half a table")
             raise RuntimeError("killed mid-write")
     assert list(tmp_path.iterdir()) == []
-
-
-def test_atomic_dir_replaces_whole(tmp_path):
-    final = tmp_path / "model"
-    with atomic_dir(final) as tmp:
-        (tmp / "a").write_text("old")
-    with pytest.raises(RuntimeError):
-        with atomic_dir(final) as tmp:
-            (tmp / "a").write_text("new")
-            raise RuntimeError("killed")
-    assert (final / "a").read_text() == "old"
-    with atomic_dir(final) as tmp:
-        (tmp / "b").write_text("new")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
-    assert sorted(p.name for p in final.iterdir()) == ["b"]
 
 
 def test_content_key_depends_on_every_part():

@@ -1,0 +1,103 @@
+"""Finding the image files under a folder, and reading them in worker processes.
+
+Reading is decoding and preprocessing: the CPU-bound part of scoring. It runs in a pool of
+`spawn`ed processes, one per core, that import Pillow, SciPy and NumPy but never TensorFlow (this
+module must not import it), so the process holding the model is never forked.
+"""
+
+import hashlib
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tasks.images import EXTENSIONS, ImageError, preprocess
+
+MAX_FILE_BYTES = 256 * 1024 * 1024  # a digit image is kilobytes; anything this big is refused
+OUTSIDE_LINK = "symbolic link leads outside the folder; not followed"
+PARALLEL_FROM = 200  # fewer files than this are read in-process: a pool costs ~1 s to start
+
+
+@dataclass(frozen=True)
+class ImageFile:
+    path: str  # relative to the folder, "/"-separated, printable (as in the table)
+    location: str  # what open() needs, undecodable bytes and all
+    problem: str | None = None  # known before reading: the file is an error row
+
+
+def display_name(relative: str) -> str:
+    # File names that are not UTF-8 reach Python as surrogate escapes, which Parquet cannot store.
+    return os.fsencode(relative).decode("utf-8", "backslashreplace").replace(os.sep, "/")
+
+
+def list_images(folder: Path) -> list[ImageFile]:
+    """Every image file under `folder`, recursively, by extension in any case; sorted by path."""
+    if not folder.is_dir():
+        raise NotADirectoryError(f"{folder} is not a folder of images")
+    root = folder.resolve()
+    found = []
+
+    def add(location: str, problem: str | None) -> None:
+        found.append(ImageFile(display_name(os.path.relpath(location, folder)), location, problem))
+
+    for dirpath, dirnames, filenames in os.walk(folder):
+        for name in list(dirnames):
+            location = os.path.join(dirpath, name)
+            if os.path.islink(location):
+                dirnames.remove(name)  # never descended: no loops, no escapes
+                if not Path(location).resolve().is_relative_to(root):
+                    add(location, OUTSIDE_LINK)
+        for name in filenames:
+            location = os.path.join(dirpath, name)
+            if os.path.splitext(name)[1].lower() not in EXTENSIONS:
+                continue
+            outside = os.path.islink(location) and not Path(location).resolve().is_relative_to(root)
+            add(location, OUTSIDE_LINK if outside else None)
+    return sorted(found, key=lambda f: f.path)
+
+
+def read_image(file: ImageFile) -> tuple[str | None, np.ndarray | None, str | None]:
+    """(sha256, model input, error) for one file; never raises for a bad file."""
+    if file.problem:
+        return None, None, file.problem
+    try:
+        with open(file.location, "rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        return None, None, f"cannot read file: {exc.strerror or exc}"
+    sha = hashlib.sha256(data).hexdigest()
+    if len(data) > MAX_FILE_BYTES:
+        return sha, None, f"file larger than {MAX_FILE_BYTES // 2**20} MiB; not an image to score"
+    try:
+        return sha, preprocess(data), None
+    except ImageError as exc:
+        return sha, None, str(exc)
+
+
+def _read_batch(files: list[ImageFile]) -> list[tuple[str | None, np.ndarray | None, str | None]]:
+    return [read_image(f) for f in files]
+
+
+_pool: ProcessPoolExecutor | None = None
+
+
+def worker_pool() -> ProcessPoolExecutor:
+    """One pool per process, started on first use and reused by every chunk."""
+    global _pool
+    if _pool is None:
+        _pool = ProcessPoolExecutor(max_workers=os.cpu_count() or 1,
+                                    mp_context=multiprocessing.get_context("spawn"))
+    return _pool
+
+
+def read_images(files: list[ImageFile]) -> list[tuple[str | None, np.ndarray | None, str | None]]:
+    """read_image for every file, in order; spread over all cores when there are enough."""
+    if len(files) < PARALLEL_FROM:
+        return _read_batch(files)
+    workers = os.cpu_count() or 1
+    size = -(-len(files) // (4 * workers))  # a few batches per core, for balance
+    batches = [files[i:i + size] for i in range(0, len(files), size)]
+    return [row for batch in worker_pool().map(_read_batch, batches) for row in batch]

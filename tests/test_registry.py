@@ -1,0 +1,79 @@
+"""Model versions, the champion, the gate, explicit promotion and rollback."""
+
+import json
+
+import pytest
+
+from tasks.paths import Paths
+from tasks.registry import ModelNotFound, decide, list_models, promote, resolve_model, rollback
+
+
+def fake_version(paths: Paths, version: str, accuracy: float, created: str) -> None:
+    folder = paths.models / version
+    folder.mkdir(parents=True)
+    (folder / "model.keras").write_bytes(b"weights")
+    (folder / "metadata.json").write_text(json.dumps({
+        "model_version": version, "model_path": str(folder / "model.keras"), "preset": "seed",
+        "created_at": created, "metrics": {"test_accuracy": accuracy}, "train_images": 100,
+        "settings": {"epochs": 1}}))
+
+
+@pytest.fixture
+def paths(tmp_path) -> Paths:
+    paths = Paths(tmp_path)
+    fake_version(paths, "aaaaaaaaaaaa", 0.97, "2026-11-01T00:00:00+00:00")
+    fake_version(paths, "bbbbbbbbbbbb", 0.98, "2026-11-02T00:00:00+00:00")
+    return paths
+
+
+def challenger(version: str, accuracy: float) -> dict:
+    return {"model_version": version, "metrics": {"test_accuracy": accuracy}}
+
+
+@pytest.mark.parametrize("new, margin, promoted", [
+    (0.981, 0.0, True),  # better
+    (0.980, 0.0, True),  # not worse
+    (0.979, 0.0, False),  # worse
+    (0.979, 0.002, True),  # worse, but within the margin
+])
+def test_gate_promotes_only_a_challenger_that_is_not_worse(new, margin, promoted):
+    decision = decide(challenger("cccc", new), {"version": "bbbb", "test_accuracy": 0.98}, margin)
+    assert decision["promote"] is promoted
+    assert decision["champion_accuracy"] == 0.98 and decision["challenger_accuracy"] == new
+
+
+def test_first_model_becomes_champion_and_a_champion_is_not_promoted_twice():
+    assert decide(challenger("cccc", 0.5), None, 0.0)["promote"]
+    again = decide(challenger("bbbb", 0.98), {"version": "bbbb", "test_accuracy": 0.98}, 0.0)
+    assert not again["promote"] and "already the champion" in again["reason"]
+
+
+def test_promote_rollback_and_list(paths):
+    promote(paths, "aaaaaaaaaaaa", "first")
+    promote(paths, "bbbbbbbbbbbb", "better")
+    assert [m["champion"] for m in list_models(paths)] == [False, True]
+    assert resolve_model(paths, None) == paths.models / "bbbbbbbbbbbb" / "model.keras"
+
+    back = rollback(paths)
+    assert back["model_version"] == "aaaaaaaaaaaa" and back["reason"] == "rollback from bbbbbbbbbbbb"
+    assert resolve_model(paths, None) == paths.models / "aaaaaaaaaaaa" / "model.keras"
+    log = [json.loads(line) for line in paths.promotions.read_text().splitlines()]
+    assert [r["model_version"] for r in log] == ["aaaaaaaaaaaa", "bbbbbbbbbbbb", "aaaaaaaaaaaa"]
+    assert sorted(p.name for p in paths.models.iterdir() if p.is_file()) == \
+        ["champion.json", "promotions.jsonl"]  # no temporary files left behind
+
+
+def test_promoting_an_unknown_version_is_refused(paths):
+    with pytest.raises(ModelNotFound, match="no model version 'nope'.*digitflow models"):
+        promote(paths, "nope", "by hand")
+    with pytest.raises(ModelNotFound, match="no earlier champion"):
+        rollback(paths)
+
+
+def test_a_version_name_resolves_to_its_model(paths):
+    assert resolve_model(paths, "aaaaaaaaaaaa") == paths.models / "aaaaaaaaaaaa" / "model.keras"
+
+
+def test_no_model_at_all_says_what_to_do(tmp_path):
+    with pytest.raises(ModelNotFound, match="run `digitflow train` first"):
+        resolve_model(Paths(tmp_path), None)
