@@ -51,6 +51,15 @@ def parser() -> argparse.ArgumentParser:
     score.add_argument("--labels", type=Path, help="CSV with columns path,label: report accuracy")
     score.add_argument("--chunk-size", type=positive, default=2000, help="images per task (default: 2000)")
 
+    predict = commands.add_parser("predict", help="predict a few images, and show what the model saw")
+    predict.add_argument("files", nargs="*", type=Path)
+    predict.add_argument("--model", help=".keras file, model folder or version (default: the champion)")
+    predict.add_argument("--show", type=Path, metavar="OUT.png",
+                         help="write each picture beside the model's input and its probabilities")
+    predict.add_argument("--json", action="store_true", help="one JSON object per file (table fields)")
+    predict.add_argument("--mnist-test", type=int, metavar="INDEX",
+                         help="predict X_test[INDEX] of the verified test set, as the tutorial does")
+
     models = commands.add_parser("models", help="list model versions; promote one or roll back")
     models.add_argument("action", nargs="?", choices=["list", "promote", "rollback"], default="list")
     models.add_argument("version", nargs="?", help="with promote: the version to make champion")
@@ -91,6 +100,8 @@ def run(args: argparse.Namespace) -> dict:
                             labels=args.labels, dataset=args.dataset, chunk_size=args.chunk_size)
     if args.command == "models":
         return manage_models(args)
+    if args.command == "predict":
+        return predict(args)
 
     from tasks.ingest import ensure_mnist
     from tasks.paths import get_paths
@@ -110,6 +121,27 @@ def run(args: argparse.Namespace) -> dict:
     with np.load(dataset["path"], allow_pickle=False) as npz:
         labels = make_demo_folder(npz["x_test"], npz["y_test"], folder, args.count)
     return {"folder": str(folder), "images": len(labels), "labels": str(folder / "labels.csv")}
+
+
+def predict(args: argparse.Namespace) -> None:
+    """One line (or JSON object) per file on stdout; unreadable files say why on their line."""
+    from tasks.paths import get_paths
+    from tasks.predict import describe, predict_images, row_json
+    from tasks.registry import resolve_model
+
+    if not args.files and args.mnist_test is None:
+        raise ValueError("name image files, or --mnist-test INDEX")
+    paths = get_paths()
+    rows, originals, inputs = predict_images(paths, args.files, resolve_model(paths, args.model),
+                                             args.mnist_test)
+    for row in rows.itertuples():
+        print(row_json(row) if args.json else describe(row))
+    if args.show:
+        from tasks.plots import png_bytes, prediction_figure
+        from tasks.store import write_bytes
+
+        write_bytes(args.show, png_bytes(prediction_figure(rows, originals, inputs)))
+        print(f"wrote {args.show}", file=sys.stderr)
 
 
 def manage_models(args: argparse.Namespace) -> dict:
@@ -140,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # the run failed: say why in one line, exit non-zero
         print(f"digitflow {args.command}: error: {exc}", file=sys.stderr)
         return 1
-    print(json.dumps(result, default=str))
+    if result is not None:  # predict prints its own lines
+        print(json.dumps(result, default=str))
     return 0
 
 

@@ -12,7 +12,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from tasks.paths import get_paths
 from tasks.progress import progress
 from tasks.registry import resolve_model
-from tasks.report import publish_scoring_report
+from tasks.report import publish_scoring_report, tag_run
 from tasks.score import dataset_part, find_images, score_images, select_unscored, write_predictions
 from tasks.settings import ScoreSettings
 
@@ -66,6 +66,7 @@ def score_folder(
                 "model_version": str(frames[0]["model_version"].iloc[0]) if frames else None,
                 "run_id": run_id, "seconds": round(time.perf_counter() - started, 2)}
     publish_scoring_report(summary=summary)
+    tag_run(tags=[f"model:{summary['model_version']}"])
     return summary
 
 

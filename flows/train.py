@@ -13,7 +13,7 @@ from tasks.normalize import normalize
 from tasks.paths import get_paths
 from tasks.plots import plot_training
 from tasks.registry import gate_model, list_models, model_metadata, record_model_task
-from tasks.report import publish_training_report
+from tasks.report import publish_training_report, tag_run
 from tasks.settings import TrainSettings
 from tasks.train import train_model
 
@@ -63,8 +63,10 @@ def train_digits(
     record_model_task(paths=paths, metadata=metadata)
     decision = gate_model(paths=paths, metadata=metadata, champion=champion,
                           margin=settings.gate_margin)
-    publish_training_report(metadata=metadata, evaluated=evaluated, plots=plots, decision=decision,
-                            models=list_models(paths))
+    publish_training_report(metadata=metadata, trained=trained, evaluated=evaluated, plots=plots,
+                            decision=decision, models=list_models(paths))
+    tag_run(tags=[f"preset:{settings.preset}", f"model:{metadata['model_version']}",
+                  "promoted" if decision["promote"] else "not-promoted"])
     return {
         "test_accuracy": evaluated["test_accuracy"],
         "model_path": metadata["model_path"],

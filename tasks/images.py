@@ -18,6 +18,7 @@ WORKING_SIZE = 160  # pictures are reduced to this before looking for the digit 
 BOX, CANVAS = 20, 28  # MNIST: the digit fits a 20×20 box centred in 28×28
 MIN_CONTRAST = 0.12  # below this the page is taken as blank
 STROKE_FRACTION = 0.1  # MNIST strokes are about a tenth of the digit's height
+ORIENTATION = 0x0112  # the EXIF tag that says how a photo was held
 SMALL = 64  # up to this size an image is a cut-out digit, not a photo: no lighting to flatten
 
 
@@ -37,7 +38,8 @@ def decode(data: bytes) -> Image.Image:
             image.seek(0)
             if image.format == "JPEG":  # decode at a reduced scale where JPEG allows it
                 image.draft(image.mode, (WORKING_SIZE, WORKING_SIZE))
-            image = ImageOps.exif_transpose(image)
+            if image.getexif().get(ORIENTATION, 1) != 1:
+                image = ImageOps.exif_transpose(image)
             image.load()
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise ImageError(f"refused as a decompression bomb: {exc}") from exc
@@ -151,7 +153,7 @@ def to_mnist(image: Image.Image) -> np.ndarray:
         raise ImageError("no digit found: the image is blank or has too little contrast")
     mask = digit_mask(strokes, peak)
     # The digit's extent includes its faint anti-aliased rim, as MNIST's bounding boxes did.
-    extent = ndimage.binary_dilation(mask, iterations=2) & (strokes > 0.05 * peak)
+    extent = ndimage.maximum_filter(mask, size=5) & (strokes > 0.05 * peak)
     rows, cols = np.flatnonzero(extent.any(axis=1)), np.flatnonzero(extent.any(axis=0))
     top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
     crop = np.clip(strokes[top:bottom, left:right] / peak, 0, 1) * extent[top:bottom, left:right]

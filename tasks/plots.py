@@ -93,3 +93,27 @@ def plot_training(paths: Paths, trained: dict, evaluated: dict, normalized: dict
     record = training_plots(paths, trained, evaluated, normalized, refresh)
     get_run_logger().info("plots in %s", Path(record["files"]["curves"]["path"]).parent)
     return record
+
+
+def prediction_figure(rows: pd.DataFrame, originals: list, inputs: list) -> Figure:
+    """Per image: the picture as given, the 28×28 input the model received, the ten probabilities."""
+    fig = Figure(figsize=(9, 2.6 * len(rows)))
+    axes = np.atleast_2d(fig.subplots(len(rows), 3))
+    for (picture, seen, bars), row, original, x in zip(axes, rows.itertuples(), originals, inputs):
+        for ax in (picture, seen):
+            ax.axis("off")
+        picture.set_title(str(row.path)[-40:], fontsize=9)
+        if original is not None:
+            picture.imshow(original, cmap="gray", vmin=0, vmax=1)
+        if x is None:
+            seen.set_title("not read", fontsize=9)
+            bars.text(0.5, 0.5, str(row.error)[:60], ha="center", va="center", fontsize=8, wrap=True)
+            bars.axis("off")
+            continue
+        seen.imshow(x, cmap="gray", vmin=0, vmax=1)
+        seen.set_title("model input (28×28)", fontsize=9)
+        probs = [getattr(row, f"prob_{d}") for d in range(10)]
+        bars.bar(range(10), probs, color=["tab:orange" if d == row.label else "tab:blue" for d in range(10)])
+        bars.set(xticks=range(10), ylim=(0, 1), title=f"predicted {row.label} ({row.confidence:.0%})")
+    fig.tight_layout()
+    return fig

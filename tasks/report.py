@@ -35,7 +35,7 @@ def gate_lines(decision: dict) -> list[str]:
     ]
 
 
-def training_markdown(metadata: dict, plots: dict, decision: dict) -> str:
+def training_markdown(metadata: dict, plots: dict, decision: dict, summary: str) -> str:
     m, s = metadata["metrics"], metadata["settings"]
     folder = Path(metadata["model_path"]).parent
     lines = [
@@ -67,6 +67,7 @@ def training_markdown(metadata: dict, plots: dict, decision: dict) -> str:
     ]
     for name, entry in plots["files"].items():
         lines += [f"### {name}", "", f"![{name}]({data_uri(Path(entry['path']))})", ""]
+    lines += ["## Model", "", "```", summary, "```", ""]
     lines += ["## Files", "", f"- model folder: `{folder}`",
               *[f"- `{p.name}`" for p in sorted(folder.rglob("*")) if p.is_file()]]
     return "\n".join(lines)
@@ -80,11 +81,13 @@ def per_class_rows(per_class: pd.DataFrame) -> list[dict]:
 
 
 @task(name="publish-training-report", cache_policy=NO_CACHE)
-def publish_training_report(metadata: dict, evaluated: dict, plots: dict, decision: dict,
-                            models: list[dict]) -> None:
+def publish_training_report(metadata: dict, trained: dict, evaluated: dict, plots: dict,
+                            decision: dict, models: list[dict]) -> None:
     accuracy = metadata["metrics"]["test_accuracy"]
     create_markdown_artifact(key=f"train-report-{metadata['preset']}",
-                             markdown=training_markdown(metadata, plots, decision),
+                             markdown=training_markdown(
+                                 metadata, plots, decision,
+                                 Path(trained["files"]["summary"]["path"]).read_text()),
                              description=f"test accuracy {accuracy:.4f}; "
                                          f"{'promoted' if decision['promote'] else 'not promoted'}")
     per_class = pd.read_parquet(evaluated["files"]["per_class"]["path"])
@@ -152,3 +155,14 @@ def publish_scoring_report(summary: dict) -> None:
     create_markdown_artifact(key="score-report", markdown=scoring_markdown(summary, Path(summary["folder"])),
                              description=f"{summary['scored']} scored, {summary['errors']} errors, "
                                          f"{summary['skipped']} skipped")
+
+
+@task(name="tag-run", cache_policy=NO_CACHE)
+def tag_run(tags: list[str]) -> None:
+    """Add tags to the current flow run, so the runs list can be filtered by preset or model."""
+    from prefect.client.orchestration import get_client
+    from prefect.runtime import flow_run
+
+    with get_client(sync_client=True) as client:
+        current = client.read_flow_run(flow_run.id)
+        client.update_flow_run(flow_run.id, tags=sorted(set(current.tags) | set(tags)))

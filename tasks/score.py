@@ -43,8 +43,12 @@ def load_scoring_model(path: Path) -> tuple[keras.Model, str]:
 
 def score_files(files: list[ImageFile], model_path: Path) -> pd.DataFrame:
     """Prediction rows for `files`, in order: one batched predict for all readable images."""
-    model, version = load_scoring_model(model_path)
-    read = read_images(files)
+    return prediction_frame(files, read_images(files), *load_scoring_model(model_path))
+
+
+def prediction_frame(files: list[ImageFile], read: list[tuple], model: keras.Model,
+                     version: str) -> pd.DataFrame:
+    """Table rows from (sha256, model input or None, error or None) per file."""
     inputs = [x for _, x, _ in read if x is not None]
     probs = model.predict(np.stack(inputs), batch_size=1024, verbose=0) if inputs else \
         np.empty((0, NUM_CLASSES), dtype=np.float32)

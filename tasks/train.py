@@ -13,7 +13,8 @@ from prefect.cache_policies import NO_CACHE
 from tasks.paths import Paths
 from tasks.presets import PRESETS
 from tasks.settings import TrainSettings
-from tasks.store import atomic_path, cached_step, code_version, content_key, write_parquet
+from tasks.store import (
+    atomic_path, cached_step, code_version, content_key, write_bytes, write_parquet)
 
 
 def model_version(model) -> str:
@@ -26,6 +27,13 @@ def model_version(model) -> str:
     for w in model.get_weights():
         digest.update(np.ascontiguousarray(w).tobytes())
     return digest.hexdigest()[:12]
+
+
+def model_summary(model) -> str:
+    """Keras's `model.summary()`: layers, output shapes, parameter counts."""
+    lines = []
+    model.summary(print_fn=lambda line, *_, **__: lines.append(line), line_length=80)
+    return "\n".join(lines)
 
 
 def train_preset(x: np.ndarray, y: np.ndarray, fit_settings: dict, log: Callable[[str], None]):
@@ -63,8 +71,10 @@ def trained_model(paths: Paths, normalized: dict, settings: TrainSettings,
         with atomic_path(final / "model.keras", suffix=".keras") as tmp:
             model.save(tmp)
         write_parquet(history, final / "history.parquet")
+        write_bytes(final / "summary.txt", model_summary(model).encode())
         return {
-            "files": {"model": final / "model.keras", "history": final / "history.parquet"},
+            "files": {"model": final / "model.keras", "history": final / "history.parquet",
+                      "summary": final / "summary.txt"},
             "key": key, "version": version, "fit_settings": fit_settings,
             "train_images": int(len(x)), "params": int(model.count_params()),
             "epochs_run": int(len(history)), "fit_seconds": round(seconds, 2),

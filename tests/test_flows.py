@@ -83,6 +83,9 @@ def test_report_artifacts_embed_the_plots(first_run):
     with get_client(sync_client=True) as client:
         artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
             flow_run_id=ArtifactFilterFlowRunId(any_=[first_run["run_id"]])))
+        run = client.read_flow_run(first_run["run_id"])
+    assert run.name.startswith("train-seed-")
+    assert {"preset:seed", f"model:{first_run['model_version']}", "promoted"} <= set(run.tags)
     by_type = {a.type: a for a in artifacts}
     report = by_type["markdown"].data
     assert report.count("](data:image/png;base64,") == 3
@@ -145,3 +148,43 @@ def test_incremental_scoring_scores_only_new_files(first_run, flow_root, mnist):
     assert (second["scored"], second["errors"], second["skipped"]) == (5, 0, 23)
     table = pq.read_table(dataset)  # both runs, as one partitioned dataset
     assert table.num_rows == 28 and "date" in table.column_names
+
+
+def test_predict_prints_one_line_per_file_and_shows_what_the_model_saw(first_run, flow_root,
+                                                                        mnist, capsys):
+    from flows.cli import main
+
+    folder = flow_root / "single"
+    folder.mkdir()
+    dark_on_light = Image.fromarray(255 - mnist["x_test"][0]).resize((200, 200))  # a 7
+    light_on_dark = Image.fromarray(mnist["x_test"][1]).resize((120, 120))  # a 2
+    dark_on_light.save(folder / "seven.png")
+    light_on_dark.save(folder / "two.jpg")
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    files = [str(folder / n) for n in ("seven.png", "two.jpg", "broken.png")]
+
+    assert main(["predict", *files, "--show", str(flow_root / "show.png")]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 3
+    assert lines[0].endswith("seven.png: 7 (confidence " + lines[0].split("confidence ")[1])
+    assert ": 2 (confidence" in lines[1]
+    assert "broken.png: error: not an image Pillow can read" in lines[2]
+    with Image.open(flow_root / "show.png") as png:  # three rows of picture, input, bars
+        assert png.width > 500 and png.height > 3 * 150
+
+    assert main(["predict", *files, "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert [list(r) for r in rows] == [SCHEMA.names] * 3
+    assert rows[0]["label"] == 7 and rows[2]["status"] == "error" and rows[2]["label"] is None
+
+
+def test_predict_the_tutorials_own_example(first_run, capsys):
+    from flows.cli import main
+
+    assert main(["predict", "--mnist-test", "1"]) == 0
+    assert capsys.readouterr().out.startswith("mnist-test/1: 2 (confidence")
+
+
+def test_training_report_includes_the_model_summary(first_run):
+    summary = (Path(first_run["model_path"]).parent / "summary.txt").read_text()
+    assert "104,938" in summary and "Dense" in summary

@@ -141,7 +141,9 @@ def test_incremental_scoring_skips_what_this_model_already_scored(folder, model_
     write_table([score_files([f for f in files if f.path in done], model_path)],
                 dataset_part(dataset, "run-one"))
     remaining = unscored(files, dataset, model_path)
-    assert [f.path for f in remaining] == [f.path for f in files if f.path not in done]
+    same_bytes_as_a = "link-in.png"  # content already scored, under another name: skipped too
+    assert [f.path for f in remaining] == \
+        [f.path for f in files if f.path not in done | {same_bytes_as_a}]
 
     (folder / "a.png").write_bytes((folder / "sub" / "B.PNG").read_bytes())  # changed content
     assert "a.png" in [f.path for f in unscored(list_images(folder), dataset, model_path)]

@@ -1,0 +1,68 @@
+"""The tutorial's last step, for any files: predict a few images and show what the model saw."""
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tasks.files import ImageFile, display_name, read_images
+from tasks.images import decode, grayscale
+from tasks.ingest import ensure_mnist
+from tasks.paths import Paths
+from tasks.score import PROB_COLUMNS, load_scoring_model, prediction_frame
+
+
+def predict_files(files: list[Path], model_path: Path) -> tuple[pd.DataFrame, list]:
+    """Table rows for `files` (the same code as `digitflow score`) and the inputs the model saw."""
+    entries = [ImageFile(display_name(str(f)), str(f)) for f in files]
+    read = read_images(entries)
+    return prediction_frame(entries, read, *load_scoring_model(model_path)), [x for _, x, _ in read]
+
+
+def predict_mnist_test(x_test: np.ndarray, index: int, model_path: Path) -> tuple[pd.DataFrame, list]:
+    """X_test[index] from the verified test set, fed to the model as the tutorial does (÷255)."""
+    x = x_test[index].astype(np.float32) / 255
+    entry = ImageFile(f"mnist-test/{index}", "")
+    read = [(hashlib.sha256(x_test[index].tobytes()).hexdigest(), x, None)]
+    return prediction_frame([entry], read, *load_scoring_model(model_path)), [x]
+
+
+def predict_images(paths: Paths, files: list[Path], model_path: Path,
+                   mnist_test: int | None) -> tuple[pd.DataFrame, list, list]:
+    """(table rows, pictures as given, model inputs) for the files, then X_test[mnist_test]."""
+    rows, inputs = predict_files(files, model_path)
+    originals = [original_picture(str(f)) for f in files]
+    if mnist_test is not None:
+        with np.load(ensure_mnist(paths)["path"], allow_pickle=False) as npz:
+            x_test = npz["x_test"]
+        extra, seen = predict_mnist_test(x_test, mnist_test, model_path)
+        rows = pd.concat([rows, extra], ignore_index=True) if files else extra
+        inputs, originals = inputs + seen, originals + [x_test[mnist_test] / 255]
+    return rows, originals, inputs
+
+
+def row_json(row) -> str:
+    """A row as JSON with the prediction table's fields; missing values as null."""
+    values = row._asdict()
+    values.pop("Index")
+    plain = {k: None if pd.isna(v) else v.item() if isinstance(v, np.generic) else v
+             for k, v in values.items()}
+    return json.dumps(plain, default=str)  # default: the timestamp, as ISO 8601
+
+
+def describe(row) -> str:
+    """One line for a person: the file, the digit, its confidence and the runners-up."""
+    if row.status != "ok":
+        return f"{row.path}: error: {row.error}"
+    probs = np.array([getattr(row, c) for c in PROB_COLUMNS])
+    top = ", ".join(f"{d}: {probs[d]:.3f}" for d in np.argsort(probs)[::-1][:3])
+    return f"{row.path}: {row.label} (confidence {row.confidence:.3f}; top 3 {top})"
+
+
+def original_picture(location: str) -> np.ndarray | None:
+    try:
+        return grayscale(decode(Path(location).read_bytes()))
+    except (OSError, ValueError):
+        return None
