@@ -1,8 +1,8 @@
 """The training loop: `model.fit`'s arithmetic, without its per-step overhead.
 
 Keras's `fit` spends most of an epoch of the seed model dispatching 1,500 tiny steps, not doing
-arithmetic. Here an epoch's full batches run as one XLA-compiled TensorFlow loop over arrays that
-already sit in memory as tensors. Same model, optimizer, loss, batch size, epochs and validation
+arithmetic. Here an epoch's full batches run as one compiled TensorFlow loop (with XLA where the
+preset asks for it) over arrays that already sit in memory as tensors. Same model, optimizer, loss, batch size, epochs and validation
 split as `fit`: each epoch shuffles the training part, the last `validation_split` of the data is
 held out (as Keras does), and the history has Keras's keys. With `speedups=False` the same steps
 run one call per batch without XLA; the two agree up to the floating-point reordering that XLA's
@@ -17,6 +17,8 @@ import keras
 import numpy as np
 import pandas as pd
 import tensorflow as tf
+
+from tasks.evaluate import cross_entropy
 
 EVAL_BATCH = 2048  # forward passes only: batch size changes nothing but the speed
 
@@ -73,12 +75,6 @@ class Trainer:
                                for i in range(0, len(x), EVAL_BATCH)])
 
 
-def evaluate(prob: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """(cross-entropy, accuracy), with the clipping Keras's loss applies."""
-    picked = np.clip(prob[np.arange(len(y)), y], 1e-7, 1.0)
-    return float(-np.mean(np.log(picked))), float(np.mean(prob.argmax(axis=1) == y))
-
-
 def fit(model: keras.Model, x: np.ndarray, y: np.ndarray, *, epochs: int, batch_size: int,
         validation_split: float, seed: int, patience: int | None = None, speedups: bool = True,
         xla: bool = True, log: Callable[[str], None] = print) -> pd.DataFrame:
@@ -93,21 +89,24 @@ def fit(model: keras.Model, x: np.ndarray, y: np.ndarray, *, epochs: int, batch_
     trainer = Trainer(model, x[:split], y[:split], batch_size, speedups, xla)
     x_val, y_val = x[split:], y[split:].astype(np.int64)
     shuffle = np.random.default_rng(seed)
-    history, best = [], (np.inf, None)
+    history, best_weights = [], None
     for epoch in range(1, epochs + 1):
         started = time.perf_counter()
         row = {"epoch": epoch, **trainer.epoch(shuffle.permutation(split).astype(np.int32))}
         if len(x_val):
-            row["val_loss"], row["val_accuracy"] = evaluate(trainer.predict(x_val), y_val)
+            prob = trainer.predict(x_val)
+            row["val_loss"] = cross_entropy(y_val, prob)
+            row["val_accuracy"] = float(np.mean(prob.argmax(axis=1) == y_val))
         history.append(row)
         log(f"Epoch {epoch}/{epochs} - {time.perf_counter() - started:.1f}s - " +
             " - ".join(f"{k}: {v:.4f}" for k, v in row.items() if k != "epoch"))
         if patience and len(x_val):
-            if row["val_loss"] < best[0]:
-                best = (row["val_loss"], model.get_weights())
-            elif epoch - int(np.argmin([h["val_loss"] for h in history])) - 1 >= patience:
+            best_epoch = 1 + int(np.argmin([h["val_loss"] for h in history]))
+            if best_epoch == epoch:
+                best_weights = model.get_weights()
+            elif epoch - best_epoch >= patience:
                 log(f"early stop: val_loss has not improved for {patience} epochs")
                 break
-    if patience and best[1] is not None:
-        model.set_weights(best[1])
+    if best_weights is not None:
+        model.set_weights(best_weights)
     return pd.DataFrame(history)

@@ -11,7 +11,7 @@ from tasks.files import ImageFile, display_name, read_images
 from tasks.images import decode, grayscale
 from tasks.ingest import ensure_mnist
 from tasks.paths import Paths
-from tasks.score import PROB_COLUMNS, load_scoring_model, prediction_frame
+from tasks.score import load_scoring_model, prediction_frame, top3
 
 
 def predict_files(files: list[Path], model_path: Path) -> tuple[pd.DataFrame, list]:
@@ -56,8 +56,7 @@ def describe(row) -> str:
     """One line for a person: the file, the digit, its confidence and the runners-up."""
     if row.status != "ok":
         return f"{row.path}: error: {row.error}"
-    probs = np.array([getattr(row, c) for c in PROB_COLUMNS])
-    top = ", ".join(f"{d}: {probs[d]:.3f}" for d in np.argsort(probs)[::-1][:3])
+    top = ", ".join(f"{d}: {p:.3f}" for d, p in top3(row))
     return f"{row.path}: {row.label} (confidence {row.confidence:.3f}; top 3 {top})"
 
 

@@ -30,9 +30,18 @@ SCHEMA = pa.schema(
      ("status", pa.string()), ("error", pa.string()), ("model_version", pa.string()),
      ("scored_at", pa.timestamp("us", tz="UTC"))]
 )
+class ModelFileError(ValueError):
+    pass
+
+
 @functools.lru_cache(maxsize=2)
 def _load(path: str, mtime_ns: int) -> tuple[keras.Model, str]:
-    model = keras.saving.load_model(path, compile=False, safe_mode=True)
+    if not path.endswith(".keras"):
+        raise ModelFileError(f"{path}: only .keras model files are loaded (Keras safe mode)")
+    try:
+        model = keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as exc:  # Keras raises many kinds; all mean the same to the user
+        raise ModelFileError(f"{path}: not a model digitflow can load safely ({exc})") from exc
     return model, model_version(model)
 
 

@@ -107,7 +107,3 @@ def cached_step(manifest: Path, refresh: bool, produce: Callable[[], dict]) -> d
     made = produce()
     record = write_manifest(manifest, made.pop("files"), **made)
     return {**record, "cached": False, "step_seconds": time.perf_counter() - started}
-
-
-def file_path(record: dict, name: str) -> Path:
-    return Path(record["files"][name]["path"])
