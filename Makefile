@@ -53,9 +53,12 @@ serve: install ## run like a team: server, work pool, deployments, worker in the
 	@echo "UI http://127.0.0.1:$(PORT) — to use this server: export PREFECT_API_URL=$(API)"
 	@echo "logs in .serve/; make stop ends the server and the worker"
 
+# A process worker can take long to exit on SIGTERM; after 10 s it is killed.
 stop: ## stop the server and worker that `make serve` started
-	-@[ -f .serve/worker.pid ] && kill $$(cat .serve/worker.pid) && rm .serve/worker.pid
-	-@[ -f .serve/server.pid ] && kill $$(cat .serve/server.pid) && rm .serve/server.pid
+	@stop() { [ -f "$$1" ] || return 0; pid=$$(cat "$$1"); kill $$pid 2>/dev/null; \
+		for i in $$(seq 10); do kill -0 $$pid 2>/dev/null || break; sleep 1; done; \
+		kill -9 $$pid 2>/dev/null; rm -f "$$1"; }; \
+		stop .serve/worker.pid; stop .serve/server.pid
 
 bench: install ## measure training and scoring against the tutorial and a careful baseline (~25 min)
 	$(BIN)/python bench/train.py

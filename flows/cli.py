@@ -80,7 +80,7 @@ def add_data_options(command: argparse.ArgumentParser) -> None:
                          help="use --data even if it does not match the MNIST fingerprints")
 
 
-def run(args: argparse.Namespace) -> dict:
+def run(args: argparse.Namespace) -> dict | None:
     if args.command == "train":
         from flows.train import train_digits
 
