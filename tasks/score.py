@@ -30,8 +30,10 @@ SCHEMA = pa.schema(
      ("status", pa.string()), ("error", pa.string()), ("model_version", pa.string()),
      ("scored_at", pa.timestamp("us", tz="UTC"))]
 )
+
+
 class ModelFileError(ValueError):
-    pass
+    """A model file that will not be loaded, and why."""
 
 
 @functools.lru_cache(maxsize=2)
