@@ -75,6 +75,8 @@ def read_image(file: ImageFile) -> tuple[str | None, np.ndarray | None, str | No
         return sha, preprocess(data), None
     except ImageError as exc:
         return sha, None, str(exc)
+    except Exception as exc:  # a decoder's own bug is still this file's error row, not the run's
+        return sha, None, f"could not prepare the image: {type(exc).__name__}: {exc}"
 
 
 def _read_batch(files: list[ImageFile]) -> list[tuple[str | None, np.ndarray | None, str | None]]:
