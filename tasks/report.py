@@ -5,7 +5,6 @@ import io
 from pathlib import Path
 
 import numpy as np
-
 import pandas as pd
 from PIL import Image
 from prefect import task
@@ -15,8 +14,9 @@ from prefect.cache_policies import NO_CACHE
 from tasks.images import decode, grayscale, preprocess
 
 
-def data_uri(png: Path) -> str:
-    return "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode()
+def png_data_uri(png: bytes) -> str:
+    """A PNG inlined in markdown: the UI renders it with no file server behind it."""
+    return "data:image/png;base64," + base64.b64encode(png).decode()
 
 
 def gate_lines(decision: dict) -> list[str]:
@@ -66,7 +66,8 @@ def training_markdown(metadata: dict, plots: dict, decision: dict, summary: str)
         "",
     ]
     for name, entry in plots["files"].items():
-        lines += [f"### {name}", "", f"![{name}]({data_uri(Path(entry['path']))})", ""]
+        png = Path(entry["path"]).read_bytes()
+        lines += [f"### {name}", "", f"![{name}]({png_data_uri(png)})", ""]
     lines += ["## Model", "", "```", summary, "```", ""]
     lines += ["## Files", "", f"- model folder: `{folder}`",
               *[f"- `{p.name}`" for p in sorted(folder.rglob("*")) if p.is_file()]]
@@ -113,7 +114,7 @@ def thumbnails(file: Path) -> tuple[str, str]:
 def png_uri(image: Image.Image) -> str:
     out = io.BytesIO()
     image.save(out, "PNG")
-    return "data:image/png;base64," + base64.b64encode(out.getvalue()).decode()
+    return png_data_uri(out.getvalue())
 
 
 def scoring_markdown(summary: dict, folder: Path) -> str:

@@ -1,5 +1,5 @@
 """Operations as a team runs them: a real server, a process worker, deployments from
-prefect.yaml, and the run pages looked at in a real browser."""
+prefect.yaml (which `prefect deploy` must accept), and the run pages looked at in a real browser."""
 
 import json
 import os
@@ -73,6 +73,13 @@ def run_deployment(team: dict, name: str, **params) -> None:
 
 def champion(team: dict) -> str:
     return json.loads((team["root"] / "artifacts/models/champion.json").read_text())["model_version"]
+
+
+def test_prefect_deploy_accepted_both_deployments(team):
+    listed = prefect(team["env"], "deployment", "ls")
+    assert "train-digits/retrain-nightly" in listed and "score-folder/score-inbox" in listed
+    nightly = prefect(team["env"], "deployment", "inspect", "train-digits/retrain-nightly")
+    assert "0 3 * * *" in nightly and str(REPO) in nightly  # schedule; runs in this checkout
 
 
 @pytest.fixture(scope="module")
