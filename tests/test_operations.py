@@ -46,6 +46,9 @@ def team(tmp_path_factory, mnist_npz):
         prefect(env, "server", "status", "--wait", "--timeout", "120")
         prefect(env, "work-pool", "create", "digitflow", "--type", "process")
         prefect(env, "--no-prompt", "deploy", "--all")
+        # The schedules are real (03:00 UTC, every 15 min): paused before the worker starts, so a
+        # scheduled run cannot land between the test's own runs. Pausing deletes queued auto runs.
+        prefect(env, "--no-prompt", "deployment", "schedule", "pause", "--all")
         worker = subprocess.Popen([BIN / "prefect", "worker", "start", "--pool", "digitflow"],
                                   env=env, cwd=REPO, stdout=logs[1], stderr=subprocess.STDOUT)
         yield {"env": env, "root": root, "url": f"http://127.0.0.1:{port}", "home": home}
