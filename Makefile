@@ -8,6 +8,8 @@ export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 90
 PORT ?= 4200
+# Loopback only: the open-source server has no authentication. HOST=0.0.0.0 lets other machines in.
+HOST ?= 127.0.0.1
 API := http://127.0.0.1:$(PORT)/api
 
 .PHONY: help install run test ui serve stop bench clean
@@ -39,11 +41,11 @@ test: install ## run the tests (offline; a throwaway Prefect home)
 	PREFECT_HOME=$$(mktemp -d) $(BIN)/python -m pytest
 
 ui: install ## serve the Prefect UI at http://127.0.0.1:$(PORT) with the runs of `make run`
-	PREFECT_UI_API_URL=$(API) $(BIN)/prefect server start --host 127.0.0.1 --port $(PORT)
+	PREFECT_UI_API_URL=$(API) $(BIN)/prefect server start --host $(HOST) --port $(PORT)
 
 serve: install ## run like a team: server, work pool, deployments, worker in the background
 	@mkdir -p .serve data/inbox
-	PREFECT_UI_API_URL=$(API) $(BIN)/prefect server start --host 127.0.0.1 --port $(PORT) \
+	PREFECT_UI_API_URL=$(API) $(BIN)/prefect server start --host $(HOST) --port $(PORT) \
 		> .serve/server.log 2>&1 & echo $$! > .serve/server.pid
 	PREFECT_API_URL=$(API) $(BIN)/prefect server status --wait --timeout 120
 	PREFECT_API_URL=$(API) $(BIN)/prefect work-pool create digitflow --type process --overwrite

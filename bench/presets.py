@@ -26,7 +26,8 @@ def main() -> None:
     options.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     options.add_argument("--presets", nargs="+", default=list(PRESETS))
     args = options.parse_args()
-    with np.load(Path(__file__).resolve().parents[1] / "data" / "raw" / "mnist.npz") as npz:
+    with np.load(Path(__file__).resolve().parents[1] / "data" / "raw" / "mnist.npz",
+                 allow_pickle=False) as npz:
         x, y = normalize_images(npz["x_train"]), npz["y_train"]
         x_test, y_test = normalize_images(npz["x_test"]), npz["y_test"]
     print(f"{'preset':<8}{'seed':>6}{'epochs':>8}{'fit s':>8}{'test acc':>10}", flush=True)

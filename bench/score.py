@@ -67,7 +67,7 @@ def main() -> None:
     args = options.parse_args()
     root = bench_root()
     env = digitflow_env(root)
-    with np.load(root / "data" / "raw" / "mnist.npz") as npz:
+    with np.load(root / "data" / "raw" / "mnist.npz", allow_pickle=False) as npz:
         x, y = npz["x_test"], npz["y_test"]
     run([str(BIN / "digitflow"), "train", "--limit", "10000", "--epochs", "2"], env, cwd=root)
     model = json.loads((root / "artifacts" / "models" / "latest.json").read_text())["model_path"]

@@ -20,7 +20,7 @@ from tensorflow import keras  # noqa: E402
 from tensorflow.keras import Sequential  # noqa: E402
 from tensorflow.keras.layers import Dense, Flatten  # noqa: E402
 
-with np.load(sys.argv[1] if len(sys.argv) > 1 else "data/raw/mnist.npz") as npz:
+with np.load(sys.argv[1] if len(sys.argv) > 1 else "data/raw/mnist.npz", allow_pickle=False) as npz:
     (X_train, y_train), (X_test, y_test) = (npz["x_train"], npz["y_train"]), (npz["x_test"], npz["y_test"])
 X_train = X_train / 255
 X_test = X_test / 255

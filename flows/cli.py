@@ -14,6 +14,7 @@ ENVIRONMENT = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",  # 2 cores start it slowly
     "TF_CPP_MIN_LOG_LEVEL": "2",
+    "DASK_DISTRIBUTED__LOGGING__DISTRIBUTED": "warning",  # not every worker's comings and goings
 }
 
 
@@ -51,6 +52,21 @@ def parser() -> argparse.ArgumentParser:
     score.add_argument("--labels", type=Path, help="CSV with columns path,label: report accuracy")
     score.add_argument("--chunk-size", type=positive, default=2000, help="images per task (default: 2000)")
 
+    add_cluster_options(score)
+
+    sweep = commands.add_parser("sweep", help="train a grid of dense networks, gate the best (sweep-digits flow)")
+    sweep.add_argument("--hidden", nargs="+", default=["128-32", "256-64", "512-128"],
+                       help="hidden layer sizes per trial, e.g. 128-32 256-64 (default: three)")
+    sweep.add_argument("--batch-size", nargs="+", type=positive, default=[32, 128])
+    sweep.add_argument("--learning-rate", nargs="+", type=float, default=[1e-3])
+    sweep.add_argument("--epochs", nargs="+", type=positive, default=[10])
+    sweep.add_argument("--seed", type=int, default=42)
+    sweep.add_argument("--limit", type=positive, help="train on the first N training images only")
+    add_data_options(sweep)
+    sweep.add_argument("--no-cache", action="store_true", help="retrain every trial")
+    sweep.add_argument("--gate-margin", type=float, default=0.0)
+    add_cluster_options(sweep)
+
     predict = commands.add_parser("predict", help="predict a few images, and show what the model saw")
     predict.add_argument("files", nargs="*", type=Path)
     predict.add_argument("--model", help=".keras file, model folder or version (default: the champion)")
@@ -71,6 +87,29 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("folder", type=Path, nargs="?", help="default: data/demo")
     demo.add_argument("--count", type=positive, default=300)
     return top
+
+
+def add_cluster_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--workers", type=positive, metavar="N",
+                         help="run the tasks on a local Dask cluster of N worker processes")
+    command.add_argument("--dask-address", metavar="tcp://HOST:PORT",
+                         help="run the tasks on an existing Dask cluster (sharing this filesystem)")
+
+
+def on_cluster(flow, args: argparse.Namespace):
+    """The flow as it is, or with its tasks on Dask if the command line asks for it."""
+    from tasks.cluster import dask_runner
+
+    runner = dask_runner(args.workers, args.dask_address)
+    if runner is None:
+        return flow
+    from prefect.settings import get_current_settings
+
+    if not get_current_settings().api.url:
+        print("digitflow: note: no Prefect server configured (PREFECT_API_URL), so each Dask "
+              "worker starts a temporary one and records its task runs there, not beside this "
+              "flow run. Start a server (`make ui`) and point PREFECT_API_URL at it.", file=sys.stderr)
+    return flow.with_options(task_runner=runner)
 
 
 def add_data_options(command: argparse.ArgumentParser) -> None:
@@ -96,8 +135,17 @@ def run(args: argparse.Namespace) -> dict | None:
 
         resolve_model(get_paths(), args.model)  # no model: say so before Prefect starts
 
-        return score_folder(folder=args.folder, output=args.output, model=args.model,
-                            labels=args.labels, dataset=args.dataset, chunk_size=args.chunk_size)
+        return on_cluster(score_folder, args)(
+            folder=args.folder, output=args.output, model=args.model, labels=args.labels,
+            dataset=args.dataset, chunk_size=args.chunk_size)
+    if args.command == "sweep":
+        from flows.sweep import sweep_digits
+
+        return on_cluster(sweep_digits, args)(
+            hidden=args.hidden, batch_sizes=args.batch_size, learning_rates=args.learning_rate,
+            epochs=args.epochs, seed=args.seed, limit=args.limit, data=args.data,
+            allow_unverified_data=args.allow_unverified_data, no_cache=args.no_cache,
+            gate_margin=args.gate_margin)
     if args.command == "models":
         return manage_models(args)
     if args.command == "predict":

@@ -13,8 +13,10 @@ from tasks.paths import get_paths
 from tasks.progress import progress
 from tasks.registry import resolve_model
 from tasks.report import publish_scoring_report, tag_run
-from tasks.score import dataset_part, find_images, score_images, select_unscored, write_predictions
+from tasks.score import (
+    dataset_part, default_output, find_images, score_images, select_unscored, write_predictions)
 from tasks.settings import ScoreSettings
+from tasks.store import check_writable
 
 
 def score_run_name() -> str:
@@ -38,11 +40,8 @@ def score_folder(
                              dataset=dataset, chunk_size=chunk_size)
     paths = get_paths()
     run_id = str(flow_run.id)
-    if settings.dataset:
-        output = dataset_part(settings.dataset, run_id)
-    else:
-        output = settings.output or paths.predictions / (
-            f"{settings.folder.resolve().name}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.parquet")
+    output = None if settings.dataset else settings.output or default_output(paths, settings.folder)
+    check_writable(settings.dataset or output.parent)  # before the work, not after
 
     # Load
     model_path = resolve_model(paths, settings.model)
@@ -50,9 +49,10 @@ def score_folder(
     files = select_unscored(files=found, dataset=settings.dataset, model_path=model_path) \
         if settings.dataset else found
     # Score: a few thousand images per task, never one task per image
-    chunks = [files[i:i + settings.chunk_size] for i in range(0, len(files), settings.chunk_size)]
-    futures = score_images.map(chunks, model_path=unmapped(model_path),
-                               first=range(0, len(files), settings.chunk_size))
+    starts = range(0, len(files), settings.chunk_size)
+    chunks = [files[i:i + settings.chunk_size] for i in starts]
+    parts = [dataset_part(settings.dataset, run_id, i) if settings.dataset else None for i in starts]
+    futures = score_images.map(chunks, model_path=unmapped(model_path), first=starts, part=parts)
     frames = []
     with progress(len(files), f"scoring {len(files)} images") as advance:
         for future in as_completed(futures):
@@ -61,8 +61,8 @@ def score_folder(
     # Write
     summary = write_predictions(frames=frames, output=output, labels=settings.labels)
     # Report
-    summary |= {"output": str(output), "folder": str(settings.folder), "found": len(found),
-                "skipped": len(found) - len(files), "model_path": str(model_path),
+    summary |= {"output": str(settings.dataset or output), "folder": str(settings.folder),
+                "found": len(found), "skipped": len(found) - len(files), "model_path": str(model_path),
                 "model_version": str(frames[0]["model_version"].iloc[0]) if frames else None,
                 "run_id": run_id, "seconds": round(time.perf_counter() - started, 2)}
     publish_scoring_report(summary=summary)

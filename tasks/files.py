@@ -97,7 +97,9 @@ def worker_pool() -> ProcessPoolExecutor:
 
 def read_images(files: list[ImageFile]) -> list[tuple[str | None, np.ndarray | None, str | None]]:
     """read_image for every file, in order; spread over all cores when there are enough."""
-    if len(files) < PARALLEL_FROM:
+    # A Dask worker is a daemonic process, which may not start children: there the cluster's
+    # workers are the parallelism.
+    if len(files) < PARALLEL_FROM or multiprocessing.current_process().daemon:
         return _read_batch(files)
     workers = os.cpu_count() or 1
     size = -(-len(files) // (4 * workers))  # a few batches per core, for balance

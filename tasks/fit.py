@@ -9,9 +9,11 @@ run one call per batch without XLA; the two agree up to the floating-point reord
 operator fusion introduces.
 """
 
+import json
 import math
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -19,6 +21,7 @@ import pandas as pd
 import tensorflow as tf
 
 from tasks.evaluate import cross_entropy
+from tasks.store import atomic_path
 
 EVAL_BATCH = 2048  # forward passes only: batch size changes nothing but the speed
 
@@ -77,20 +80,31 @@ class Trainer:
 
 def fit(model: keras.Model, x: np.ndarray, y: np.ndarray, *, epochs: int, batch_size: int,
         validation_split: float, seed: int, patience: int | None = None, speedups: bool = True,
-        xla: bool = True, log: Callable[[str], None] = print) -> pd.DataFrame:
+        xla: bool = True, log: Callable[[str], None] = print,
+        checkpoint: Path | None = None) -> pd.DataFrame:
     """Train `model` in place; returns the per-epoch history (epoch, loss, accuracy, val_*).
 
     `xla` is the preset's: XLA fuses the many tiny ops of a small dense network, but for larger
     matmuls, convolutions and random augmentation TensorFlow's own CPU kernels are faster.
     With `patience`, stop when val_loss has not improved for that many epochs and restore the
     best epoch's weights (Keras's EarlyStopping with restore_best_weights=True).
+    With `checkpoint`, the state after every epoch is saved there, and a run killed half-way
+    resumes after its last finished epoch (like Keras's BackupAndRestore); the caller deletes the
+    file once the model is saved.
     """
     split = math.ceil(len(x) * (1 - validation_split))  # keras: the last rows are validation
     trainer = Trainer(model, x[:split], y[:split], batch_size, speedups, xla)
     x_val, y_val = x[split:], y[split:].astype(np.int64)
     shuffle = np.random.default_rng(seed)
-    history, best_weights = [], None
-    for epoch in range(1, epochs + 1):
+    history, best_weights, stopped = [], None, False
+    if checkpoint is not None and checkpoint.exists():
+        try:
+            history, best_weights, stopped = restore_checkpoint(checkpoint, model, shuffle)
+            log(f"resuming after epoch {len(history)} from {checkpoint}")
+        except (OSError, ValueError, KeyError) as exc:
+            log(f"ignoring an unusable checkpoint {checkpoint}: {exc}")
+    while len(history) < epochs and not stopped:
+        epoch = len(history) + 1
         started = time.perf_counter()
         row = {"epoch": epoch, **trainer.epoch(shuffle.permutation(split).astype(np.int32))}
         if len(x_val):
@@ -106,7 +120,35 @@ def fit(model: keras.Model, x: np.ndarray, y: np.ndarray, *, epochs: int, batch_
                 best_weights = model.get_weights()
             elif epoch - best_epoch >= patience:
                 log(f"early stop: val_loss has not improved for {patience} epochs")
-                break
+                stopped = True
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, model, shuffle, history, best_weights, stopped)
     if best_weights is not None:
         model.set_weights(best_weights)
     return pd.DataFrame(history)
+
+
+def save_checkpoint(path: Path, model: keras.Model, rng: np.random.Generator, history: list[dict],
+                    best_weights: list | None, stopped: bool) -> None:
+    """Everything the next epoch depends on, in one file written atomically: the model's
+    variables (random-layer seeds included), the optimizer's, the shuffling RNG and the history."""
+    arrays = {f"variable_{i}": v.numpy() for i, v in enumerate(model.variables)}
+    arrays |= {f"optimizer_{i}": v.numpy() for i, v in enumerate(model.optimizer.variables)}
+    arrays |= {f"best_{i}": w for i, w in enumerate(best_weights or [])}
+    arrays["state"] = np.array(json.dumps({"history": history, "rng": rng.bit_generator.state,
+                                           "stopped": stopped, "best": best_weights is not None}))
+    with atomic_path(path, suffix=".npz") as tmp:
+        np.savez(tmp, **arrays)
+
+
+def restore_checkpoint(path: Path, model: keras.Model,
+                       rng: np.random.Generator) -> tuple[list[dict], list | None, bool]:
+    with np.load(path, allow_pickle=False) as npz:
+        state = json.loads(str(npz["state"]))
+        for i, v in enumerate(model.variables):
+            v.assign(npz[f"variable_{i}"])
+        for i, v in enumerate(model.optimizer.variables):
+            v.assign(npz[f"optimizer_{i}"])
+        best = [npz[f"best_{i}"] for i in range(len(model.get_weights()))] if state["best"] else None
+    rng.bit_generator.state = state["rng"]
+    return state["history"], best, state["stopped"]

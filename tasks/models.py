@@ -65,6 +65,22 @@ def build_cnn() -> keras.Model:
     return model
 
 
+def build_dense(hidden: tuple[int, ...], learning_rate: float) -> keras.Model:
+    """The seed's network with other hidden sizes and step size: what `sweep-digits` varies."""
+    model = keras.Sequential(
+        [
+            keras.Input(shape=(28, 28)),
+            layers.Flatten(),
+            *[layers.Dense(units, activation="relu") for units in hidden],
+            layers.Dense(10, activation="softmax"),
+        ],
+        name="dense",
+    )
+    model.compile(loss="sparse_categorical_crossentropy",
+                  optimizer=keras.optimizers.Adam(learning_rate), metrics=["accuracy"])
+    return model
+
+
 def compile_with_cosine_decay(model: keras.Model, epochs: int, alpha: float) -> None:
     """Adam whose step size decays so the last epochs settle instead of bouncing around a minimum.
 

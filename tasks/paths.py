@@ -63,6 +63,12 @@ class Paths:
         return self.models / "promotions.jsonl"
 
     @property
+    def sweeps(self) -> Path:
+        """Sweep trial tables, and under trials/ every trial's model (the best one is copied
+        into models/ when the sweep registers it)."""
+        return self.artifacts / "sweeps"
+
+    @property
     def predictions(self) -> Path:
         return self.artifacts / "predictions"
 

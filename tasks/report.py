@@ -101,6 +101,16 @@ def publish_training_report(metadata: dict, trained: dict, evaluated: dict, plot
         for m in models], description=f"{len(models)} versions; latest accuracy {accuracy:.4f}")
 
 
+@task(name="publish-sweep-report", cache_policy=NO_CACHE)
+def publish_sweep_report(table: dict, best: dict) -> None:
+    rows = [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}
+            for row in table["table"]]
+    create_table_artifact(key="sweep-trials", table=rows,
+                          description=f"{len(rows)} trials, best validation accuracy first; trial "
+                                      f"{best['trial']} ({best['val_accuracy']:.4f}) goes on to the "
+                                      f"test set and the gate. Table: {table['path']}")
+
+
 def thumbnails(file: Path) -> tuple[str, str]:
     """Data URIs of the picture as it is and of the 28×28 input the model received."""
     data = file.read_bytes()

@@ -20,6 +20,7 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.files import ImageFile, list_images, read_images
 from tasks.mnist import NUM_CLASSES
+from tasks.paths import Paths
 from tasks.store import atomic_path, file_sha256
 from tasks.train import model_version
 
@@ -79,11 +80,15 @@ def prediction_frame(files: list[ImageFile], read: list[tuple], model: keras.Mod
     return frame
 
 
+def combine(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """The chunks' rows as one frame sorted by path."""
+    frame = pd.concat(frames, ignore_index=True) if frames else SCHEMA.empty_table().to_pandas()
+    return frame.sort_values("path", ignore_index=True)
+
+
 def write_table(frames: list[pd.DataFrame], output: Path) -> pd.DataFrame:
     """One table sorted by path, written atomically: the output is whole or absent."""
-    frame = pd.concat(frames, ignore_index=True) if frames else \
-        SCHEMA.empty_table().to_pandas()
-    frame = frame.sort_values("path", ignore_index=True)
+    frame = combine(frames)
     table = pa.Table.from_pandas(frame, schema=SCHEMA, preserve_index=False)
     with atomic_path(output, suffix=".parquet") as tmp:
         pq.write_table(table, tmp)
@@ -144,10 +149,19 @@ def unscored(files: list[ImageFile], dataset: Path, model_path: Path) -> list[Im
     return [f for f in files if is_new(f)]
 
 
-def dataset_part(dataset: Path, run_id: str) -> Path:
-    """Where one run appends to a prediction dataset: a new file in today's partition."""
+def default_output(paths: Paths, folder: Path) -> Path:
+    """artifacts/predictions/<folder name>-<UTC time>.parquet"""
+    return paths.predictions / f"{folder.resolve().name}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.parquet"
+
+
+def dataset_part(dataset: Path, run_id: str, first: int) -> Path:
+    """Where one chunk of a run appends to a prediction dataset: a new file in today's partition.
+
+    Each chunk is its own file, written when it is scored: a run killed half-way keeps the
+    chunks it finished, and the rerun scores only the rest.
+    """
     now = datetime.now(timezone.utc)
-    return dataset / f"date={now:%Y-%m-%d}" / f"part-{now:%H%M%S}-{run_id[:8]}.parquet"
+    return dataset / f"date={now:%Y-%m-%d}" / f"part-{now:%H%M%S}-{run_id[:8]}-{first:08d}.parquet"
 
 
 @task(name="list-images", cache_policy=NO_CACHE)
@@ -156,8 +170,12 @@ def find_images(folder: Path) -> list[ImageFile]:
 
 
 @task(name="score-images", cache_policy=NO_CACHE, task_run_name="score-images-{first}")
-def score_images(files: list[ImageFile], model_path: Path, first: int) -> pd.DataFrame:
-    return score_files(files, model_path)
+def score_images(files: list[ImageFile], model_path: Path, first: int,
+                 part: Path | None = None) -> pd.DataFrame:
+    frame = score_files(files, model_path)
+    if part is not None:
+        write_table([frame], part)
+    return frame
 
 
 @task(name="select-unscored", cache_policy=NO_CACHE)
@@ -166,5 +184,6 @@ def select_unscored(files: list[ImageFile], dataset: Path, model_path: Path) -> 
 
 
 @task(name="write-predictions", cache_policy=NO_CACHE)
-def write_predictions(frames: list[pd.DataFrame], output: Path, labels: Path | None) -> dict:
-    return summarize(write_table(frames, output), labels)
+def write_predictions(frames: list[pd.DataFrame], output: Path | None, labels: Path | None) -> dict:
+    """The table written to `output` and summarized; None: the chunks already wrote their parts."""
+    return summarize(combine(frames) if output is None else write_table(frames, output), labels)

@@ -47,3 +47,25 @@ class ScoreSettings(BaseModel, frozen=True):
     def model_post_init(self, _context: object) -> None:
         if self.output is not None and self.dataset is not None:
             raise ValueError("give --output (one table) or --dataset (appended partitions), not both")
+
+
+class SweepSettings(BaseModel, frozen=True):
+    """The grid of `sweep-digits`: every combination of these is one trial."""
+    hidden: list[str] = Field(default=["128-32", "256-64", "512-128"], min_length=1)
+    batch_sizes: list[PositiveInt] = Field(default=[32, 128], min_length=1)
+    learning_rates: list[float] = Field(default=[1e-3], min_length=1)
+    epochs: list[PositiveInt] = Field(default=[10], min_length=1)
+    seed: int = 42
+    limit: PositiveInt | None = None
+    data: Path | None = None
+    allow_unverified_data: bool = False
+    no_cache: bool = False
+    gate_margin: float = Field(default=0.0, ge=0, le=1)
+
+    def model_post_init(self, _context: object) -> None:
+        from tasks.sweep import parse_hidden
+
+        for text in self.hidden:
+            parse_hidden(text)
+        if not all(0 < lr < 1 for lr in self.learning_rates):
+            raise ValueError(f"learning rates must be between 0 and 1, got {self.learning_rates}")

@@ -43,15 +43,40 @@ def atomic_path(final: Path, suffix: str = "") -> Iterator[Path]:
 
     `suffix` is for writers that insist on an extension (numpy's `.npz`, Keras's `.keras`).
     """
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=f".tmp{suffix}")
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=f".tmp{suffix}")
+    except OSError as exc:
+        raise output_error(final, exc) from exc
     os.close(fd)
     tmp = Path(name)
     try:
         yield tmp
         os.replace(tmp, final)
+    except OutputError:
+        raise
+    except OSError as exc:  # disk full, quota, I/O error: the old file (if any) stays as it was
+        raise output_error(final, exc) from exc
     finally:
         tmp.unlink(missing_ok=True)
+
+
+class OutputError(OSError):
+    """A file digitflow could not write; the message names it and gives the system's reason."""
+
+
+def output_error(path: Path, cause: OSError) -> OutputError:
+    return OutputError(f"cannot write {path}: {cause.strerror or cause}; nothing was written there")
+
+
+def check_writable(folder: Path) -> None:
+    """Fail now, naming `folder`, rather than after the work whose result would land there."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".digitflow-write-check."):
+            pass
+    except OSError as exc:
+        raise output_error(folder, exc) from exc
 
 
 def write_json(path: Path, value: object) -> None:

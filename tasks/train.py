@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
@@ -36,7 +37,8 @@ def model_summary(model) -> str:
     return "\n".join(lines)
 
 
-def train_preset(x: np.ndarray, y: np.ndarray, fit_settings: dict, log: Callable[[str], None]):
+def train_preset(x: np.ndarray, y: np.ndarray, fit_settings: dict, log: Callable[[str], None],
+                 checkpoint: Path | None = None):
     """(model, history) for the preset and settings; deterministic for a given seed."""
     import keras  # here, not at the top: a fully cached run never loads TensorFlow
 
@@ -49,8 +51,19 @@ def train_preset(x: np.ndarray, y: np.ndarray, fit_settings: dict, log: Callable
     history = fit(model, x, y, epochs=fit_settings["epochs"], batch_size=fit_settings["batch_size"],
                   validation_split=fit_settings["validation_split"], seed=fit_settings["seed"],
                   patience=preset.patience, speedups=fit_settings["speedups"], xla=preset.xla,
-                  log=log)
+                  log=log, checkpoint=checkpoint)
     return model, history
+
+
+def save_model(model, history: pd.DataFrame, folder: Path) -> dict[str, Path]:
+    """The model, its history and summary in `folder`, each file renamed into place whole:
+    a reader never sees half a model."""
+    with atomic_path(folder / "model.keras", suffix=".keras") as tmp:
+        model.save(tmp)
+    write_parquet(history, folder / "history.parquet")
+    write_bytes(folder / "summary.txt", model_summary(model).encode())
+    return {"model": folder / "model.keras", "history": folder / "history.parquet",
+            "summary": folder / "summary.txt"}
 
 
 def trained_model(paths: Paths, normalized: dict, settings: TrainSettings,
@@ -62,19 +75,17 @@ def trained_model(paths: Paths, normalized: dict, settings: TrainSettings,
     def produce() -> dict:
         with np.load(normalized["files"]["arrays"]["path"], allow_pickle=False) as npz:
             x, y = npz["x_train"], npz["y_train"]
+        checkpoint = paths.cache / f"train-{key}.checkpoint.npz"
+        if settings.no_cache:
+            checkpoint.unlink(missing_ok=True)  # every step reruns, training from epoch 1 too
         started = time.perf_counter()
-        model, history = train_preset(x, y, fit_settings, log)
+        model, history = train_preset(x, y, fit_settings, log, checkpoint)
         seconds = time.perf_counter() - started
         version = model_version(model)
-        final = paths.models / version
-        # File by file, each renamed into place whole: a reader never sees half a model.
-        with atomic_path(final / "model.keras", suffix=".keras") as tmp:
-            model.save(tmp)
-        write_parquet(history, final / "history.parquet")
-        write_bytes(final / "summary.txt", model_summary(model).encode())
+        files = save_model(model, history, paths.models / version)
+        checkpoint.unlink(missing_ok=True)
         return {
-            "files": {"model": final / "model.keras", "history": final / "history.parquet",
-                      "summary": final / "summary.txt"},
+            "files": files,
             "key": key, "version": version, "fit_settings": fit_settings,
             "train_images": int(len(x)), "params": int(model.count_params()),
             "epochs_run": int(len(history)), "fit_seconds": round(seconds, 2),

@@ -2,12 +2,16 @@
 
 import os
 import shutil
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -45,3 +49,37 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def prefect(env: dict, *args: str, timeout: int = 300) -> str:
+    """Run the `prefect` CLI as a user would; its output, or a failure showing it."""
+    done = subprocess.run([BIN / "prefect", *args], env=env, cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout)
+    assert done.returncode == 0, f"prefect {' '.join(args)}:\n{done.stdout[-2000:]}{done.stderr[-2000:]}"
+    return done.stdout
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory):
+    """`prefect server start` on a free loopback port with a throwaway home: the environment
+    (PREFECT_HOME, PREFECT_API_URL, ...) for processes that should use it. Stopped after."""
+    home = tmp_path_factory.mktemp("prefect-home")
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_API_URL": api,
+           "PREFECT_UI_API_URL": api}
+    with open(home / "server.log", "w") as log:
+        server = subprocess.Popen([BIN / "prefect", "server", "start", "--host", "127.0.0.1",
+                                   "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            prefect(env, "server", "status", "--wait", "--timeout", "120")
+            yield {"env": env, "url": f"http://127.0.0.1:{port}", "home": home}
+        finally:
+            server.terminate()
+            server.wait(timeout=60)

@@ -61,3 +61,37 @@ def test_score_without_a_model_says_what_to_do(tmp_path):
     done = digitflow(tmp_path, "score", str(tmp_path / "inbox"))
     assert done.returncode == 1
     assert "run `digitflow train` first, or pass --model PATH" in done.stderr
+
+
+def test_make_ui_listens_on_loopback_only(tmp_path):
+    """`make ui` as a user runs it: the UI answers on 127.0.0.1 and not on the machine's address."""
+    import socket
+    import time
+    import urllib.request
+
+    from conftest import REPO, free_port
+
+    outside = next((a for a in subprocess.run(["hostname", "-I"], capture_output=True, text=True)
+                    .stdout.split() if "." in a and not a.startswith("127.")), None)
+    if outside is None:
+        pytest.skip("this machine has no non-loopback IPv4 address to try")
+    port = free_port()
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path), "PORT": str(port)}
+    make = subprocess.Popen(["make", "--no-print-directory", "ui"], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=2) as r:
+                    assert r.status == 200
+                    break
+            except OSError:
+                assert time.monotonic() < deadline and make.poll() is None, "make ui did not start"
+                time.sleep(1)
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection((outside, port), timeout=5).close()
+    finally:
+        os.killpg(make.pid, 15)
+        make.wait(timeout=60)

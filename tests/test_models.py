@@ -62,3 +62,29 @@ def test_early_stopping_restores_the_best_epoch(mnist):
     prob = model.predict(x[480:], verbose=0)
     loss = -np.mean(np.log(np.clip(prob[np.arange(120), y[480:]], 1e-7, 1)))
     assert loss == pytest.approx(best, rel=1e-4)  # the weights are the best epoch's
+
+
+def test_a_run_resumed_from_its_checkpoint_ends_where_an_unbroken_run_does(mnist, tmp_path):
+    """Killed after epoch 2 of 4, resumed: the same weights and history as 4 epochs in one go,
+    random augmentation and dropout included (the tuned preset has both)."""
+    from tasks.fit import fit
+    from tasks.models import build_tuned
+
+    x, y = mnist["x_train"][:800] / np.float32(255), mnist["y_train"][:800]
+
+    def run(epochs, checkpoint):
+        keras.utils.set_random_seed(7)
+        model = build_tuned()
+        logs = []
+        history = fit(model, x, y, epochs=epochs, batch_size=64, validation_split=0.2, seed=7,
+                      xla=False, log=logs.append, checkpoint=checkpoint)
+        return model, history, logs
+
+    unbroken, history, _ = run(4, None)
+    checkpoint = tmp_path / "train.checkpoint.npz"
+    run(2, checkpoint)  # as if killed after epoch 2: its checkpoint is what survives
+    resumed, resumed_history, logs = run(4, checkpoint)
+    assert logs[0].startswith("resuming after epoch 2") and len(logs) == 3  # + epochs 3 and 4
+    assert resumed_history.equals(history)
+    for a, b in zip(unbroken.get_weights(), resumed.get_weights()):
+        np.testing.assert_array_equal(a, b)

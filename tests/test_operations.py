@@ -4,68 +4,41 @@ prefect.yaml (which `prefect deploy` must accept), and the run pages looked at i
 import json
 import os
 import shutil
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from conftest import BIN, REPO, prefect
 from tasks.demo import make_demo_folder
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
-def team(tmp_path_factory, mnist_npz):
-    """Server on a free loopback port, work pool, both deployments and a worker; all stopped after.
+def team(tmp_path_factory, mnist_npz, prefect_server):
+    """The server plus a work pool, both deployments and a worker (stopped after).
 
     The worker runs flows in this checkout (the pull step) but writes under a throwaway root.
     """
-    home, root = tmp_path_factory.mktemp("prefect-home"), tmp_path_factory.mktemp("root")
+    root = tmp_path_factory.mktemp("root")
     (root / "data" / "raw").mkdir(parents=True)
     shutil.copy(mnist_npz, root / "data" / "raw" / "mnist.npz")
-    port = free_port()
-    api = f"http://127.0.0.1:{port}/api"
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_API_URL": api,
-           "PREFECT_UI_API_URL": api, "DIGITFLOW_ROOT": str(root), "PWD": str(REPO)}
-    logs = [open(home / name, "w") for name in ("server.log", "worker.log")]
-    server = subprocess.Popen([BIN / "prefect", "server", "start", "--host", "127.0.0.1",
-                               "--port", str(port)], env=env, stdout=logs[0], stderr=subprocess.STDOUT)
-    worker = None
-    try:
-        prefect(env, "server", "status", "--wait", "--timeout", "120")
-        prefect(env, "work-pool", "create", "digitflow", "--type", "process")
-        prefect(env, "--no-prompt", "deploy", "--all")
-        # The schedules are real (03:00 UTC, every 15 min): paused before the worker starts, so a
-        # scheduled run cannot land between the test's own runs. Pausing deletes queued auto runs.
-        prefect(env, "--no-prompt", "deployment", "schedule", "pause", "--all")
+    env = {**prefect_server["env"], "DIGITFLOW_ROOT": str(root), "PWD": str(REPO)}
+    prefect(env, "work-pool", "create", "digitflow", "--type", "process")
+    prefect(env, "--no-prompt", "deploy", "--all")
+    # The schedules are real (03:00 UTC, every 15 min): paused before the worker starts, so a
+    # scheduled run cannot land between the test's own runs. Pausing deletes queued auto runs.
+    prefect(env, "--no-prompt", "deployment", "schedule", "pause", "--all")
+    with open(prefect_server["home"] / "worker.log", "w") as log:
         worker = subprocess.Popen([BIN / "prefect", "worker", "start", "--pool", "digitflow"],
-                                  env=env, cwd=REPO, stdout=logs[1], stderr=subprocess.STDOUT)
-        yield {"env": env, "root": root, "url": f"http://127.0.0.1:{port}", "home": home}
-    finally:
-        for process in (worker, server):
-            if process is not None:
-                process.terminate()
-                process.wait(timeout=60)
-        for log in logs:
-            log.close()
-
-
-def prefect(env: dict, *args: str, timeout: int = 300) -> str:
-    done = subprocess.run([BIN / "prefect", *args], env=env, cwd=REPO, capture_output=True,
-                          text=True, timeout=timeout)
-    assert done.returncode == 0, f"prefect {' '.join(args)}:\n{done.stdout[-2000:]}{done.stderr[-2000:]}"
-    return done.stdout
+                                  env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            yield {**prefect_server, "env": env, "root": root}
+        finally:
+            worker.terminate()
+            worker.wait(timeout=60)
 
 
 def run_deployment(team: dict, name: str, **params) -> None:
@@ -119,7 +92,8 @@ def test_scoring_through_the_worker_appends_to_the_dataset(team, scored, retrain
 
 
 def flow_run_artifacts(team: dict, flow_name: str) -> list:
-    """The first finished run of the flow (schedules add future ones) and its artifacts."""
+    """The first finished deployment run of the flow and its artifacts (other tests share the
+    server)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (
         ArtifactFilter, ArtifactFilterFlowRunId, FlowFilter, FlowFilterName)
@@ -128,7 +102,8 @@ def flow_run_artifacts(team: dict, flow_name: str) -> list:
     with temporary_settings({PREFECT_API_URL: team["env"]["PREFECT_API_URL"]}):
         with get_client(sync_client=True) as client:
             runs = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])))
-            first = min((r for r in runs if r.state.is_completed()), key=lambda r: r.start_time)
+            first = min((r for r in runs if r.state.is_completed() and r.deployment_id),
+                        key=lambda r: r.start_time)
             return first, client.read_artifacts(artifact_filter=ArtifactFilter(
                 flow_run_id=ArtifactFilterFlowRunId(any_=[first.id])))
 

@@ -2,6 +2,10 @@
 
 import io
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -96,6 +100,28 @@ def test_unreadable_file_is_an_error_row(folder, model_path):
     assert rows.loc["dangling.png", "error"] == "cannot read file: No such file or directory"
 
 
+def test_file_without_read_permission_is_an_error_row(mnist):
+    """As root permissions are not enforced, so then the check runs as `nobody` in a user
+    namespace of its own (unprivileged), where they are. A readable file beside it is the control."""
+    base = Path(tempfile.mkdtemp())  # not under pytest's tmp_path, which `nobody` cannot enter
+    try:
+        base.chmod(0o755)
+        for name, mode in (("open.png", 0o644), ("secret.png", 0)):
+            (base / name).write_bytes(png(mnist["x_test"][0]))
+            (base / name).chmod(mode)
+        code = ("import sys; from tasks.files import ImageFile, read_image; "
+                "print([read_image(ImageFile(p, p))[2] for p in sys.argv[1:]])")
+        command = [sys.executable, "-c", code, str(base / "open.png"), str(base / "secret.png")]
+        if os.geteuid() == 0:
+            command = ["unshare", "--user", *command]
+        done = subprocess.run(command, capture_output=True, text=True, cwd=Path(__file__).parents[1])
+        if done.returncode and "unshare:" in done.stderr:
+            pytest.skip(f"needs an unprivileged user namespace: {done.stderr.strip()}")
+        assert done.stdout.strip() == "[None, 'cannot read file: Permission denied']", done.stderr
+    finally:
+        shutil.rmtree(base)
+
+
 def test_version_survives_save_and_load(tmp_path):
     # The version recorded at training must be the one the scorer reports.
     model = build_seed()
@@ -139,7 +165,7 @@ def test_incremental_scoring_skips_what_this_model_already_scored(folder, model_
     assert unscored(files, dataset, model_path) == files  # an empty dataset: everything is new
     done = {"a.png", "broken.webp"}  # one scored, one an error row: both are recorded
     write_table([score_files([f for f in files if f.path in done], model_path)],
-                dataset_part(dataset, "run-one"))
+                dataset_part(dataset, "run-one", 0))
     remaining = unscored(files, dataset, model_path)
     same_bytes_as_a = "link-in.png"  # content already scored, under another name: skipped too
     assert [f.path for f in remaining] == \
@@ -155,5 +181,5 @@ def test_a_new_model_version_rescores_everything(folder, model_path, tmp_path):
     dataset = tmp_path / "dataset"
     frame = score_files(list_images(folder), model_path)
     frame["model_version"] = "someoldmodel"
-    write_table([frame], dataset_part(dataset, "old-run"))
+    write_table([frame], dataset_part(dataset, "old-run", 0))
     assert len(unscored(list_images(folder), dataset, model_path)) == len(frame)

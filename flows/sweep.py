@@ -1,0 +1,71 @@
+"""sweep-digits: a grid of dense networks → the best by validation accuracy → test → gate → report."""
+
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from prefect import flow, unmapped
+from prefect.runtime import flow_run
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from flows.train import evaluate_and_gate
+from tasks.ingest import load_mnist
+from tasks.normalize import normalize
+from tasks.paths import get_paths
+from tasks.report import publish_sweep_report
+from tasks.settings import SweepSettings
+from tasks.sweep import record_trials, register_best, train_trial, trial_grid
+
+
+def sweep_run_name() -> str:
+    return f"sweep-dense-{datetime.now(timezone.utc):%Y-%m-%d}"
+
+
+# One trial at a time in this process: TensorFlow already uses every core for one fit, and
+# Keras's random seed is per process. `--workers N` / `--dask-address` run trials side by side.
+@flow(name="sweep-digits", flow_run_name=sweep_run_name, task_runner=ThreadPoolTaskRunner(max_workers=1))
+def sweep_digits(
+    hidden: list[str] = ["128-32", "256-64", "512-128"],  # noqa: B006 (Prefect copies defaults)
+    batch_sizes: list[int] = [32, 128],  # noqa: B006
+    learning_rates: list[float] = [1e-3],  # noqa: B006
+    epochs: list[int] = [10],  # noqa: B006
+    seed: int = 42,
+    limit: int | None = None,
+    data: Path | None = None,
+    allow_unverified_data: bool = False,
+    no_cache: bool = False,
+    gate_margin: float = 0.0,
+) -> dict:
+    started = time.perf_counter()
+    settings = SweepSettings(hidden=hidden, batch_sizes=batch_sizes, learning_rates=learning_rates,
+                             epochs=epochs, seed=seed, limit=limit, data=data,
+                             allow_unverified_data=allow_unverified_data, no_cache=no_cache,
+                             gate_margin=gate_margin)
+    paths = get_paths()
+
+    # Load
+    dataset = load_mnist(paths=paths, data=settings.data,
+                         allow_unverified=settings.allow_unverified_data)
+    # Prepare
+    normalized = normalize(paths=paths, dataset=dataset, limit=settings.limit,
+                           refresh=settings.no_cache)
+    # Train every trial; compare them on validation accuracy only
+    grid = trial_grid(settings.hidden, settings.batch_sizes, settings.learning_rates, settings.epochs)
+    trials = [f.result() for f in train_trial.map(
+        paths=unmapped(paths), normalized=unmapped(normalized), trial=grid,
+        seed=unmapped(settings.seed), refresh=unmapped(settings.no_cache))]
+    table = record_trials(paths=paths, trials=trials, sweep_id=str(flow_run.id)[:8])
+    best = register_best(paths=paths, trials=trials)
+    publish_sweep_report(table=table, best=best)
+    # Evaluate the best once on the test set, gate and report
+    return {**evaluate_and_gate(paths=paths, dataset=dataset, normalized=normalized, trained=best,
+                                limit=settings.limit, gate_margin=settings.gate_margin,
+                                refresh=settings.no_cache),
+            "trials": len(trials), "best_trial": best["trial"], "val_accuracy": best["val_accuracy"],
+            "trials_table": table["path"], "run_id": str(flow_run.id),
+            "seconds": round(time.perf_counter() - started, 2)}
+
+
+if __name__ == "__main__":
+    print(sweep_digits(hidden=["128-32", "256-64"], batch_sizes=[32, 128], learning_rates=[1e-3],
+                       epochs=[10], seed=42, limit=None))
