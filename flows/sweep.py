@@ -25,7 +25,7 @@ def sweep_run_name() -> str:
 # Keras's random seed is per process. `--workers N` / `--dask-address` run trials side by side.
 @flow(name="sweep-digits", flow_run_name=sweep_run_name, task_runner=ThreadPoolTaskRunner(max_workers=1))
 def sweep_digits(
-    hidden: list[str] = ["128-32", "256-64", "512-128"],  # noqa: B006 (Prefect copies defaults)
+    hidden: list[str] = ["128-32", "256-64", "512-128"],  # noqa: B006 (never mutated; the UI shows them)
     batch_sizes: list[int] = [32, 128],  # noqa: B006
     learning_rates: list[float] = [1e-3],  # noqa: B006
     epochs: list[int] = [10],  # noqa: B006

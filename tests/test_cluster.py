@@ -114,3 +114,16 @@ def test_cluster_runs_are_recorded_in_the_server(prefect_server, sweeps):
                 id=FlowRunFilterId(any_=[sweeps["cluster"]["run_id"]])))
     trials = [r for r in runs if r.name.startswith("train-trial-")]
     assert len(trials) == 2 and all(r.state.is_completed() for r in trials)
+
+
+def test_cluster_options_choose_the_task_runner():
+    from prefect_dask import DaskTaskRunner
+
+    from tasks.cluster import dask_runner
+
+    assert dask_runner(None, None) is None  # the flow keeps its own runner
+    local = dask_runner(3, None)
+    assert isinstance(local, DaskTaskRunner) and local.cluster_kwargs["n_workers"] == 3
+    assert dask_runner(None, "tcp://127.0.0.1:8786").address == "tcp://127.0.0.1:8786"
+    with pytest.raises(ValueError, match="not both"):
+        dask_runner(2, "tcp://127.0.0.1:8786")

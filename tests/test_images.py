@@ -134,3 +134,21 @@ def test_absurd_dimensions_do_not_crash():
     thin[0, 20_000:20_050] = 0
     out = preprocess(encode(Image.fromarray(thin)))
     assert out.shape == (28, 28)
+
+
+@pytest.mark.parametrize("size", [1, 2, 27, 108, 111])
+def test_fast_median_is_numpys(size):
+    from tasks.images import median
+
+    values = np.random.default_rng(size).random(size, dtype=np.float32)
+    assert median(values) == float(np.median(values))
+
+
+def test_digit_lands_where_scipys_centre_of_mass_says(mnist):
+    from tasks.images import fit_box, place_in_canvas
+
+    for digit in mnist["x_test"][:50]:
+        rows, cols = np.flatnonzero(digit.any(axis=1)), np.flatnonzero(digit.any(axis=0))
+        box = fit_box(digit[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1] / np.float32(255))
+        cy, cx = ndimage.center_of_mass(place_in_canvas(box))
+        assert abs(cy - 14) <= 0.5 and abs(cx - 14) <= 0.5
