@@ -58,12 +58,23 @@ def score_files(files: list[ImageFile], model_path: Path) -> pd.DataFrame:
     return prediction_frame(files, read_images(files), *load_scoring_model(model_path))
 
 
+PREDICT_BATCH = 1024
+
+
+def predict_batches(model: keras.Model, inputs: list[np.ndarray]) -> np.ndarray:
+    """Probabilities, PREDICT_BATCH inputs at a time. Not `model.predict`: the same batches give
+    the same numbers, without the ~70 ms of set-up each `predict` call costs (per chunk)."""
+    if not inputs:
+        return np.empty((0, NUM_CLASSES), dtype=np.float32)
+    x = np.stack(inputs)
+    return np.concatenate([model.predict_on_batch(x[i:i + PREDICT_BATCH])
+                           for i in range(0, len(x), PREDICT_BATCH)])
+
+
 def prediction_frame(files: list[ImageFile], read: list[tuple], model: keras.Model,
                      version: str) -> pd.DataFrame:
     """Table rows from (sha256, model input or None, error or None) per file."""
-    inputs = [x for _, x, _ in read if x is not None]
-    probs = model.predict(np.stack(inputs), batch_size=1024, verbose=0) if inputs else \
-        np.empty((0, NUM_CLASSES), dtype=np.float32)
+    probs = predict_batches(model, [x for _, x, _ in read if x is not None])
     table = np.full((len(files), NUM_CLASSES), np.nan, dtype=np.float32)
     ok = np.array([x is not None for _, x, _ in read], dtype=bool)
     table[ok] = probs
