@@ -37,10 +37,11 @@ def list_images(folder: Path) -> list[ImageFile]:
     if not folder.is_dir():
         raise NotADirectoryError(f"{folder} is not a folder of images")
     root = folder.resolve()
+    prefix = os.path.join(folder, "")  # every location os.walk gives starts with it
     found = []
 
     def add(location: str, problem: str | None) -> None:
-        found.append(ImageFile(display_name(os.path.relpath(location, folder)), location, problem))
+        found.append(ImageFile(display_name(location[len(prefix):]), location, problem))
 
     for dirpath, dirnames, filenames in os.walk(folder):
         for name in list(dirnames):
