@@ -143,12 +143,17 @@ def save_checkpoint(path: Path, model: keras.Model, rng: np.random.Generator, hi
 
 def restore_checkpoint(path: Path, model: keras.Model,
                        rng: np.random.Generator) -> tuple[list[dict], list | None, bool]:
+    """The state `save_checkpoint` wrote, put back; ValueError, with nothing changed, if it does
+    not fit this model."""
+    variables = [*model.variables, *model.optimizer.variables]
     with np.load(path, allow_pickle=False) as npz:
         state = json.loads(str(npz["state"]))
-        for i, v in enumerate(model.variables):
-            v.assign(npz[f"variable_{i}"])
-        for i, v in enumerate(model.optimizer.variables):
-            v.assign(npz[f"optimizer_{i}"])
+        values = [npz[f"variable_{i}"] for i in range(len(model.variables))]
+        values += [npz[f"optimizer_{i}"] for i in range(len(model.optimizer.variables))]
         best = [npz[f"best_{i}"] for i in range(len(model.get_weights()))] if state["best"] else None
+    if [v.shape for v in values] != [tuple(v.shape) for v in variables]:
+        raise ValueError("its variables do not match this model's")
+    for variable, value in zip(variables, values):
+        variable.assign(value)
     rng.bit_generator.state = state["rng"]
     return state["history"], best, state["stopped"]

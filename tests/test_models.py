@@ -88,3 +88,25 @@ def test_a_run_resumed_from_its_checkpoint_ends_where_an_unbroken_run_does(mnist
     assert resumed_history.equals(history)
     for a, b in zip(unbroken.get_weights(), resumed.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_checkpoint_that_does_not_fit_the_model_is_ignored_not_half_loaded(mnist, tmp_path):
+    from tasks.fit import fit, restore_checkpoint
+    from tasks.models import build_dense
+
+    x, y = mnist["x_train"][:300] / np.float32(255), mnist["y_train"][:300]
+    checkpoint = tmp_path / "train.checkpoint.npz"
+    keras.utils.set_random_seed(1)
+    fit(build_seed(), x, y, epochs=1, batch_size=32, validation_split=0.2, seed=1,
+        log=lambda _: None, checkpoint=checkpoint)
+    logs = []
+    keras.utils.set_random_seed(1)
+    other = build_dense((64,), 1e-3)
+    other.optimizer.build(other.trainable_variables)
+    before = [w.copy() for w in other.get_weights()]
+    with pytest.raises(ValueError, match="do not match"):
+        restore_checkpoint(checkpoint, other, np.random.default_rng(1))
+    assert all(np.array_equal(a, b) for a, b in zip(before, other.get_weights()))  # untouched
+    history = fit(other, x, y, epochs=2, batch_size=32, validation_split=0.2, seed=1,
+                  log=logs.append, checkpoint=checkpoint)
+    assert logs[0].startswith("ignoring an unusable checkpoint") and list(history["epoch"]) == [1, 2]
