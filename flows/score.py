@@ -8,8 +8,8 @@ from prefect import flow, unmapped
 from prefect.futures import as_completed
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
-from prefect.utilities.annotations import quote
 
+from tasks.files import Files
 from tasks.paths import get_paths
 from tasks.progress import progress
 from tasks.registry import resolve_model
@@ -47,14 +47,13 @@ def score_folder(
     # Load
     model_path = resolve_model(paths, settings.model)
     found = find_images(folder=settings.folder)
-    files = select_unscored(files=quote(found), dataset=settings.dataset, model_path=model_path) \
+    files = select_unscored(files=Files(found), dataset=settings.dataset, model_path=model_path) \
         if settings.dataset else found
-    # Score: a few thousand images per task, never one task per image. quote(): Prefect would
-    # otherwise walk every file of every chunk looking for futures, costing the flow a core.
+    # Score: a few thousand images per task, never one task per image
     starts = range(0, len(files), settings.chunk_size)
-    chunks = [files[i:i + settings.chunk_size] for i in starts]
+    chunks = [Files(files[i:i + settings.chunk_size]) for i in starts]
     parts = [dataset_part(settings.dataset, run_id, i) if settings.dataset else None for i in starts]
-    futures = score_images.map(quote(chunks), model_path=unmapped(model_path), first=starts, part=parts)
+    futures = score_images.map(chunks, model_path=unmapped(model_path), first=starts, part=parts)
     frames = []
     with progress(len(files), f"scoring {len(files)} images") as advance:
         for future in as_completed(futures):

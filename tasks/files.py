@@ -9,8 +9,8 @@ import hashlib
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 
@@ -21,10 +21,20 @@ OUTSIDE_LINK = "symbolic link leads outside the folder; not followed"
 PARALLEL_FROM = 200  # fewer files than this are read in-process: a pool costs ~1 s to start
 
 
-class ImageFile(NamedTuple):  # a tuple: thousands a second cross to the worker processes
+@dataclass(frozen=True)
+class ImageFile:
     path: str  # relative to the folder, "/"-separated, printable (as in the table)
     location: str  # what open() needs, undecodable bytes and all
     problem: str | None = None  # known before reading: the file is an error row
+
+
+class Files:
+    """Image files handed to a Prefect task as one value. Prefect walks lists and dataclasses
+    looking for futures, which for thousands of files costs the flow most of a core; a plain
+    object it leaves alone. (Prefect's quote() does that too, but does not survive Dask.)"""
+
+    def __init__(self, files: list[ImageFile]):
+        self.files = files
 
 
 def display_name(relative: str) -> str:
@@ -80,8 +90,9 @@ def read_image(file: ImageFile) -> tuple[str | None, np.ndarray | None, str | No
         return sha, None, f"could not prepare the image: {type(exc).__name__}: {exc}"
 
 
-def _read_batch(files: list[ImageFile]) -> list[tuple[str | None, np.ndarray | None, str | None]]:
-    return [read_image(f) for f in files]
+def _read_batch(rows: list[tuple]) -> list[tuple[str | None, np.ndarray | None, str | None]]:
+    # Plain tuples cross to the worker processes: pickling a dataclass costs 7× as much.
+    return [read_image(ImageFile(*row)) for row in rows]
 
 
 _pool: ProcessPoolExecutor | None = None
@@ -101,8 +112,9 @@ def read_images(files: list[ImageFile]) -> list[tuple[str | None, np.ndarray | N
     # A Dask worker is a daemonic process, which may not start children: there the cluster's
     # workers are the parallelism.
     if len(files) < PARALLEL_FROM or multiprocessing.current_process().daemon:
-        return _read_batch(files)
+        return [read_image(f) for f in files]
     workers = os.cpu_count() or 1
     size = -(-len(files) // (4 * workers))  # a few batches per core, for balance
-    batches = [files[i:i + size] for i in range(0, len(files), size)]
+    rows = [(f.path, f.location, f.problem) for f in files]
+    batches = [rows[i:i + size] for i in range(0, len(rows), size)]
     return [row for batch in worker_pool().map(_read_batch, batches) for row in batch]

@@ -65,14 +65,20 @@ def build_cnn() -> keras.Model:
     return model
 
 
-def build_dense(hidden: tuple[int, ...], learning_rate: float) -> keras.Model:
-    """The seed's network with other hidden sizes and step size: what `sweep-digits` varies."""
+def build_dense(hidden: tuple[int, ...], learning_rate: float, seed: int) -> keras.Model:
+    """The seed's network with other hidden sizes and step size: what `sweep-digits` varies.
+
+    Each layer's initial weights come from `seed` itself, not from the process's global random
+    state, which other threads (Prefect's, a Dask worker's) may draw from at any moment.
+    """
+    init = [keras.initializers.GlorotUniform(seed=seed + i) for i in range(len(hidden) + 1)]
     model = keras.Sequential(
         [
             keras.Input(shape=(28, 28)),
             layers.Flatten(),
-            *[layers.Dense(units, activation="relu") for units in hidden],
-            layers.Dense(10, activation="softmax"),
+            *[layers.Dense(units, activation="relu", kernel_initializer=init[i])
+              for i, units in enumerate(hidden)],
+            layers.Dense(10, activation="softmax", kernel_initializer=init[-1]),
         ],
         name="dense",
     )

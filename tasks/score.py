@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.files import ImageFile, list_images, read_images
+from tasks.files import Files, ImageFile, list_images, read_images
 from tasks.mnist import NUM_CLASSES
 from tasks.paths import Paths
 from tasks.store import atomic_path, file_sha256
@@ -181,17 +181,17 @@ def find_images(folder: Path) -> list[ImageFile]:
 
 
 @task(name="score-images", cache_policy=NO_CACHE, task_run_name="score-images-{first}")
-def score_images(files: list[ImageFile], model_path: Path, first: int,
+def score_images(files: Files, model_path: Path, first: int,
                  part: Path | None = None) -> pd.DataFrame:
-    frame = score_files(files, model_path)
+    frame = score_files(files.files, model_path)
     if part is not None:
         write_table([frame], part)
     return frame
 
 
 @task(name="select-unscored", cache_policy=NO_CACHE)
-def select_unscored(files: list[ImageFile], dataset: Path, model_path: Path) -> list[ImageFile]:
-    return unscored(files, dataset, model_path)
+def select_unscored(files: Files, dataset: Path, model_path: Path) -> list[ImageFile]:
+    return unscored(files.files, dataset, model_path)
 
 
 @task(name="write-predictions", cache_policy=NO_CACHE)

@@ -50,7 +50,7 @@ def fit_trial(x: np.ndarray, y: np.ndarray, trial: dict, seed: int, log: Callabl
     from tasks.models import build_dense
 
     keras.utils.set_random_seed(seed)
-    model = build_dense(parse_hidden(trial["hidden"]), trial["learning_rate"])
+    model = build_dense(parse_hidden(trial["hidden"]), trial["learning_rate"], seed)
     history = fit(model, x, y, epochs=trial["epochs"], batch_size=trial["batch_size"],
                   validation_split=VALIDATION_SPLIT, seed=seed, xla=True, log=log)
     return model, history

@@ -101,7 +101,7 @@ def test_a_checkpoint_that_does_not_fit_the_model_is_ignored_not_half_loaded(mni
         log=lambda _: None, checkpoint=checkpoint)
     logs = []
     keras.utils.set_random_seed(1)
-    other = build_dense((64,), 1e-3)
+    other = build_dense((64,), 1e-3, seed=1)
     other.optimizer.build(other.trainable_variables)
     before = [w.copy() for w in other.get_weights()]
     with pytest.raises(ValueError, match="do not match"):
