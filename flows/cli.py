@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from tasks.presets import PRESETS
+from tasks.settings import SweepSettings
 
 # Offline, quiet defaults; anything the caller set wins. Set before Prefect or TF is imported.
 ENVIRONMENT = {
@@ -55,11 +56,13 @@ def parser() -> argparse.ArgumentParser:
     add_cluster_options(score)
 
     sweep = commands.add_parser("sweep", help="train a grid of dense networks, gate the best (sweep-digits flow)")
-    sweep.add_argument("--hidden", nargs="+", default=["128-32", "256-64", "512-128"],
-                       help="hidden layer sizes per trial, e.g. 128-32 256-64 (default: three)")
-    sweep.add_argument("--batch-size", nargs="+", type=positive, default=[32, 128])
-    sweep.add_argument("--learning-rate", nargs="+", type=float, default=[1e-3])
-    sweep.add_argument("--epochs", nargs="+", type=positive, default=[10])
+    # The field defaults, not SweepSettings(): validating imports Prefect, too early here.
+    grid = {name: field.default for name, field in SweepSettings.model_fields.items()}
+    sweep.add_argument("--hidden", nargs="+", default=grid["hidden"],
+                       help=f"hidden layer sizes, e.g. 128-32 (default: {' '.join(grid['hidden'])})")
+    sweep.add_argument("--batch-size", nargs="+", type=positive, default=grid["batch_sizes"])
+    sweep.add_argument("--learning-rate", nargs="+", type=float, default=grid["learning_rates"])
+    sweep.add_argument("--epochs", nargs="+", type=positive, default=grid["epochs"])
     sweep.add_argument("--seed", type=int, default=42)
     sweep.add_argument("--limit", type=positive, help="train on the first N training images only")
     add_data_options(sweep)

@@ -17,6 +17,9 @@ from tasks.settings import SweepSettings
 from tasks.sweep import record_trials, register_best, train_trial, trial_grid
 
 
+DEFAULTS = SweepSettings()  # the grid's defaults are SweepSettings'; the CLI uses them too
+
+
 def sweep_run_name() -> str:
     return f"sweep-dense-{datetime.now(timezone.utc):%Y-%m-%d}"
 
@@ -25,10 +28,10 @@ def sweep_run_name() -> str:
 # Keras's random seed is per process. `--workers N` / `--dask-address` run trials side by side.
 @flow(name="sweep-digits", flow_run_name=sweep_run_name, task_runner=ThreadPoolTaskRunner(max_workers=1))
 def sweep_digits(
-    hidden: list[str] = ["128-32", "256-64", "512-128"],  # noqa: B006 (never mutated; the UI shows them)
-    batch_sizes: list[int] = [32, 128],  # noqa: B006
-    learning_rates: list[float] = [1e-3],  # noqa: B006
-    epochs: list[int] = [10],  # noqa: B006
+    hidden: list[str] = DEFAULTS.hidden,  # never mutated; the UI shows them
+    batch_sizes: list[int] = DEFAULTS.batch_sizes,
+    learning_rates: list[float] = DEFAULTS.learning_rates,
+    epochs: list[int] = DEFAULTS.epochs,
     seed: int = 42,
     limit: int | None = None,
     data: Path | None = None,

@@ -32,14 +32,19 @@ def mnist(mnist_npz: Path) -> dict[str, np.ndarray]:
         return {name: npz[name] for name in npz.files}
 
 
+def new_root(folder: Path, mnist_npz: Path) -> Path:
+    """`folder` made an empty digitflow root holding only the verified data (a copy: a test may
+    tamper with its own)."""
+    (folder / "data" / "raw").mkdir(parents=True)
+    shutil.copy(mnist_npz, folder / "data" / "raw" / "mnist.npz")
+    return folder
+
+
 @pytest.fixture
 def root(tmp_path: Path, mnist_npz: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty digitflow root holding only the verified data, used as $DIGITFLOW_ROOT."""
-    raw = tmp_path / "data" / "raw"
-    raw.mkdir(parents=True)
-    shutil.copy(mnist_npz, raw / "mnist.npz")  # a copy: a test may tamper with its own
     monkeypatch.setenv("DIGITFLOW_ROOT", str(tmp_path))
-    return tmp_path
+    return new_root(tmp_path, mnist_npz)
 
 
 @pytest.fixture(scope="session")

@@ -2,13 +2,14 @@
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from PIL import Image
+
+from conftest import new_root
 
 pytestmark = pytest.mark.slow
 
@@ -28,10 +29,7 @@ def last_json(done: subprocess.CompletedProcess) -> dict:
 
 @pytest.fixture(scope="module")
 def cli_root(tmp_path_factory, mnist_npz) -> Path:
-    root = tmp_path_factory.mktemp("cli")
-    (root / "data" / "raw").mkdir(parents=True)
-    shutil.copy(mnist_npz, root / "data" / "raw" / "mnist.npz")
-    return root
+    return new_root(tmp_path_factory.mktemp("cli"), mnist_npz)
 
 
 def test_train_then_score_print_json_summaries(cli_root, mnist):

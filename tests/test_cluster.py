@@ -3,13 +3,12 @@ loopback) reporting to a real Prefect server, compared with the same jobs run lo
 
 import json
 import os
-import shutil
 import subprocess
 
 import pandas as pd
 import pytest
 
-from conftest import BIN, REPO, free_port
+from conftest import BIN, REPO, free_port, new_root
 from tasks.demo import make_demo_folder
 
 pytestmark = pytest.mark.slow
@@ -52,20 +51,13 @@ def digitflow(env: dict, root, *args: str) -> dict:
     return json.loads(done.stdout.splitlines()[-1])
 
 
-def fresh_root(parent, name, mnist_npz):
-    root = parent / name
-    (root / "data" / "raw").mkdir(parents=True)
-    shutil.copy(mnist_npz, root / "data" / "raw" / "mnist.npz")
-    return root
-
-
 @pytest.fixture(scope="module")
 def sweeps(prefect_server, cluster, tmp_path_factory, mnist_npz):
     """The same tiny sweep on the cluster and in-process, each in its own root."""
     parent = tmp_path_factory.mktemp("sweeps")
     env = prefect_server["env"]
-    on_cluster = fresh_root(parent, "cluster", mnist_npz)
-    local = fresh_root(parent, "local", mnist_npz)
+    on_cluster = new_root(parent / "cluster", mnist_npz)
+    local = new_root(parent / "local", mnist_npz)
     return {"cluster": digitflow(env, on_cluster, "sweep", *SWEEP, "--dask-address", cluster["address"]),
             "local": digitflow(env, local, "sweep", *SWEEP), "root": on_cluster}
 

@@ -3,7 +3,6 @@ half-written where a reader would take it for finished."""
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -14,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from conftest import new_root
 from tasks.score import SCHEMA
 
 pytestmark = pytest.mark.slow
@@ -54,13 +54,6 @@ def finish(root: Path, *args: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-@pytest.fixture
-def root(tmp_path, mnist_npz) -> Path:
-    (tmp_path / "data" / "raw").mkdir(parents=True)
-    shutil.copy(mnist_npz, tmp_path / "data" / "raw" / "mnist.npz")
-    return tmp_path
-
-
 def test_kill_during_training_leaves_no_model_and_the_rerun_resumes(root):
     args = ("train", "--limit", "20000", "--epochs", "6", "--preset", "tuned")
     kill_when(start(root, *args), "Epoch 3/6")
@@ -97,9 +90,7 @@ def test_kill_during_scoring_leaves_no_table_and_the_rerun_completes(root, mnist
 def trained(tmp_path_factory, mnist_npz, mnist) -> dict:
     """A root with a small trained model and an inbox of 1,500 digit PNGs, shared by the tests
     below (each writes its own outputs)."""
-    root = tmp_path_factory.mktemp("trained")
-    (root / "data" / "raw").mkdir(parents=True)
-    shutil.copy(mnist_npz, root / "data" / "raw" / "mnist.npz")
+    root = new_root(tmp_path_factory.mktemp("trained"), mnist_npz)
     finish(root, "train", "--limit", "1000", "--epochs", "1")
     inbox = root / "inbox"
     inbox.mkdir()

@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from conftest import new_root
 from flows.score import score_folder
 from flows.train import train_digits
 from tasks.demo import make_demo_folder
@@ -21,9 +22,7 @@ SMALL = {"limit": 10_000, "epochs": 2, "seed": 1}  # ~0.9 test accuracy in a few
 
 @pytest.fixture(scope="module")
 def flow_root(tmp_path_factory, mnist_npz, prefect_harness):
-    root = tmp_path_factory.mktemp("digitflow")
-    (root / "data" / "raw").mkdir(parents=True)
-    (root / "data" / "raw" / "mnist.npz").write_bytes(mnist_npz.read_bytes())
+    root = new_root(tmp_path_factory.mktemp("digitflow"), mnist_npz)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("DIGITFLOW_ROOT", str(root))
         yield root

@@ -3,14 +3,13 @@ prefect.yaml (which `prefect deploy` must accept), and the run pages looked at i
 
 import json
 import os
-import shutil
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import BIN, REPO, prefect
+from conftest import BIN, REPO, new_root, prefect
 from tasks.demo import make_demo_folder
 
 pytestmark = pytest.mark.slow
@@ -22,9 +21,7 @@ def team(tmp_path_factory, mnist_npz, prefect_server):
 
     The worker runs flows in this checkout (the pull step) but writes under a throwaway root.
     """
-    root = tmp_path_factory.mktemp("root")
-    (root / "data" / "raw").mkdir(parents=True)
-    shutil.copy(mnist_npz, root / "data" / "raw" / "mnist.npz")
+    root = new_root(tmp_path_factory.mktemp("root"), mnist_npz)
     env = {**prefect_server["env"], "DIGITFLOW_ROOT": str(root), "PWD": str(REPO)}
     prefect(env, "work-pool", "create", "digitflow", "--type", "process")
     prefect(env, "--no-prompt", "deploy", "--all")
