@@ -12,12 +12,19 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from tasks.files import Files
 from tasks.paths import get_paths
 from tasks.progress import progress
-from tasks.registry import resolve_model
+from tasks.registry import read_pointer, resolve_model
 from tasks.report import publish_scoring_report, tag_run
 from tasks.score import (
-    dataset_part, default_output, find_images, score_images, select_unscored, write_predictions)
+    dataset_part, default_output, find_images, load_scoring_model, score_images, select_unscored,
+    write_predictions)
 from tasks.settings import ScoreSettings
 from tasks.store import check_writable
+
+
+def preset_tag(model_path: Path) -> list[str]:
+    """preset:<name> for a model digitflow trained (its metadata.json says); none otherwise."""
+    metadata = read_pointer(model_path.parent / "metadata.json") or {}
+    return [f"preset:{metadata['preset']}"] if "preset" in metadata else []
 
 
 def score_run_name() -> str:
@@ -64,10 +71,10 @@ def score_folder(
     # Report
     summary |= {"output": str(settings.dataset or output), "folder": str(settings.folder),
                 "found": len(found), "skipped": len(found) - len(files), "model_path": str(model_path),
-                "model_version": str(frames[0]["model_version"].iloc[0]) if frames else None,
+                "model_version": load_scoring_model(model_path)[1],  # loaded once per process
                 "run_id": run_id, "seconds": round(time.perf_counter() - started, 2)}
     publish_scoring_report(summary=summary)
-    tag_run(tags=[f"model:{summary['model_version']}"])
+    tag_run(tags=[f"model:{summary['model_version']}", *preset_tag(model_path)])
     return summary
 
 

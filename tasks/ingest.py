@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -72,7 +73,11 @@ def read_idx(path: Path, magic: int) -> np.ndarray:
     """One IDX file (optionally gzipped) of the original MNIST distribution."""
     raw = path.read_bytes()
     if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
+        try:
+            raw = gzip.decompress(raw)
+        except (EOFError, OSError, zlib.error) as exc:
+            raise DataError(f"{path}: a damaged or truncated .gz file ({exc}); download it again "
+                            f"or point --data at another copy.") from exc
     found = int.from_bytes(raw[:4], "big")
     if found != magic:
         raise DataError(f"{path}: IDX magic number {found}, expected {magic}; is this the right "
@@ -99,12 +104,19 @@ def from_idx_folder(folder: Path) -> Arrays:
 
 
 def from_npz(path: Path) -> Arrays:
+    advice = "--data takes a Keras-layout .npz or a folder of the four IDX files."
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        loaded = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{path}: not a readable .npz file ({exc}). {advice}") from exc
+    if not isinstance(loaded, np.lib.npyio.NpzFile):  # a single .npy array
+        raise DataError(f"{path}: a single array, not an .npz archive of x_train, y_train, x_test "
+                        f"and y_test. {advice}")
+    try:
+        with loaded as npz:
             return {name: npz[name] for name in npz.files if name in mnist.ARRAY_NAMES}
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise DataError(f"{path}: not a readable .npz file ({exc}). --data takes a Keras-layout "
-                        f".npz or a folder of the four IDX files.") from exc
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{path}: not a readable .npz file ({exc}). {advice}") from exc
 
 
 def from_user_path(path: Path) -> Arrays:
@@ -207,9 +219,24 @@ def dataset_fingerprint(arrays: Arrays) -> str:
     return content_key(fingerprints(arrays))
 
 
+def test_set_fingerprint(array_fingerprints: dict[str, str]) -> str:
+    return content_key(array_fingerprints["x_test"], array_fingerprints["y_test"])
+
+
+# The champion gate compares models on this test set only: MNIST's own 10,000 test images.
+FROZEN_TEST_SET = test_set_fingerprint(mnist.FINGERPRINTS)
+
+
+def described(source: str, path: str, arrays: Arrays, verified: bool) -> dict:
+    found = fingerprints(arrays)
+    return {"path": path, "fingerprint": content_key(found), "verified": verified,
+            "source": source, "test_set": test_set_fingerprint(found)}
+
+
 def ensure_mnist(paths: Paths, data: Path | None = None, allow_unverified: bool = False,
                  log=print) -> dict:
-    """Return {path, fingerprint, verified, source} of a verified (or explicitly allowed) copy."""
+    """Return {path, fingerprint, verified, source, test_set} of a verified (or explicitly
+    allowed) copy."""
     if data is None and paths.raw_mnist.exists():
         source = str(paths.raw_mnist)
         arrays = from_npz(paths.raw_mnist)
@@ -218,8 +245,7 @@ def ensure_mnist(paths: Paths, data: Path | None = None, allow_unverified: bool 
         except DataError as exc:
             raise DataError(f"{exc} (delete {paths.raw_mnist} to rebuild it from a verified "
                             f"source)") from exc
-        return {"path": source, "fingerprint": dataset_fingerprint(arrays), "verified": True,
-                "source": source}
+        return described(source, source, arrays, verified=True)
 
     if data is not None:
         source, arrays = str(data), from_user_path(Path(data))
@@ -227,14 +253,13 @@ def ensure_mnist(paths: Paths, data: Path | None = None, allow_unverified: bool 
         source, arrays = first_available_source(paths, log)
 
     verified = verify(arrays, source, allow_unverified)
-    fingerprint = dataset_fingerprint(arrays)
-    target = paths.raw_mnist if verified else paths.raw / f"unverified-{fingerprint}.npz"
+    target = paths.raw_mnist if verified else paths.raw / f"unverified-{dataset_fingerprint(arrays)}.npz"
     if not target.exists():
         save_arrays(target, arrays)
         log(f"wrote {target} from {source}")
     if not verified:
         log(f"WARNING: {source} is not the official MNIST; using it because it was allowed")
-    return {"path": str(target), "fingerprint": fingerprint, "verified": verified, "source": source}
+    return described(source, str(target), arrays, verified)
 
 
 def first_available_source(paths: Paths, log) -> tuple[str, Arrays]:

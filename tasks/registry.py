@@ -16,6 +16,7 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from tasks.ingest import FROZEN_TEST_SET
 from tasks.paths import Paths
 from tasks.store import write_bytes, write_json
 
@@ -45,6 +46,7 @@ def model_metadata(dataset: dict, trained: dict, evaluated: dict, limit: int | N
         "data_fingerprint": dataset["fingerprint"],
         "data_verified": dataset["verified"],
         "data_source": dataset["source"],
+        "test_set": dataset["test_set"],
         "preset": trained["fit_settings"]["preset"],
         "settings": {**trained["fit_settings"], "limit": limit},
         "seed": trained["fit_settings"]["seed"],
@@ -108,15 +110,20 @@ def list_models(paths: Paths) -> list[dict]:
 
 def promote(paths: Paths, version: str, reason: str) -> dict:
     """Make `version` the champion (atomically) and record why."""
+    current = read_pointer(paths.champion)
+    return set_champion(paths, version, reason, current["model_version"] if current else None)
+
+
+def set_champion(paths: Paths, version: str, reason: str, previous: str | None) -> dict:
+    """`previous` is what a rollback from this champion returns to."""
     metadata = read_pointer(paths.models / version / "metadata.json")
-    if metadata is None:
+    if metadata is None or not Path(metadata["model_path"]).is_file():
         raise ModelNotFound(f"no model version {version!r} in {paths.models}; "
                             f"`digitflow models` lists them")
-    previous = read_pointer(paths.champion)
     record = {"model_version": version, "model_path": metadata["model_path"],
               "test_accuracy": metadata["metrics"]["test_accuracy"], "reason": reason,
               "promoted_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "previous": previous["model_version"] if previous else None}
+              "previous": previous}
     history = paths.promotions.read_text() if paths.promotions.exists() else ""
     write_bytes(paths.promotions, (history + json.dumps(record) + "\n").encode())
     write_json(paths.champion, record)
@@ -124,31 +131,46 @@ def promote(paths: Paths, version: str, reason: str) -> dict:
 
 
 def rollback(paths: Paths) -> dict:
-    """Make the champion before the current one champion again."""
+    """Make the champion before the current one champion again; rolling back again goes further
+    back, as the promotion history says."""
     current = read_pointer(paths.champion)
     if current is None or current["previous"] is None:
         raise ModelNotFound("there is no earlier champion to roll back to")
-    return promote(paths, current["previous"], f"rollback from {current['model_version']}")
+    target = current["previous"]
+    history = [json.loads(line) for line in paths.promotions.read_text().splitlines()]
+    # What came before `target`: the champion its own latest promotion replaced.
+    before = next((r["previous"] for r in reversed(history) if r["model_version"] == target), None)
+    return set_champion(paths, target, f"rollback from {current['model_version']}", before)
 
 
 def decide(challenger: dict, champion: dict | None, margin: float) -> dict:
     """Promote the challenger unless it is worse than the champion by more than `margin`.
 
-    Both accuracies are on the same test set: the champion is re-evaluated on this run's data.
+    Both are measured on the frozen test set (MNIST's own, by fingerprint): the champion is
+    re-evaluated on this run's test set, and a run on any other test set is never promoted
+    automatically.
     """
     new = challenger["metrics"]["test_accuracy"]
+    numbers = {"challenger_accuracy": new, "challenger_loss": challenger["metrics"].get("test_loss"),
+               "champion_accuracy": None, "champion_loss": None, "champion": None,
+               "test_set": challenger.get("test_set")}
+    if numbers["test_set"] != FROZEN_TEST_SET:
+        return {**numbers, "promote": False,
+                "reason": f"evaluated on test set {numbers['test_set']}, not the frozen MNIST test "
+                          f"set {FROZEN_TEST_SET}, so there is no fair comparison; "
+                          f"`digitflow models promote {challenger['model_version']}` if you mean it"}
     if champion is None:
-        return {"promote": True, "reason": "no champion yet", "challenger_accuracy": new,
-                "champion_accuracy": None, "champion": None}
+        return {**numbers, "promote": True, "reason": "no champion yet"}
     old = champion["test_accuracy"]
+    numbers.update(champion_accuracy=old, champion_loss=champion.get("test_loss"),
+                   champion=champion["version"])
     if champion["version"] == challenger["model_version"]:
         verdict, reason = False, "the challenger is already the champion"
     elif new >= old - margin:
         verdict, reason = True, f"accuracy {new:.4f} is not worse than {old:.4f} (margin {margin})"
     else:
         verdict, reason = False, f"accuracy {new:.4f} is worse than {old:.4f} (margin {margin})"
-    return {"promote": verdict, "reason": reason, "challenger_accuracy": new,
-            "champion_accuracy": old, "champion": champion["version"]}
+    return {**numbers, "promote": verdict, "reason": reason}
 
 
 @task(name="record-model", cache_policy=NO_CACHE)

@@ -19,18 +19,29 @@ def png_data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode()
 
 
+def file_link(path: Path, text: object = None) -> str:
+    """A markdown link to a local file (file:// URL): copy it, or open it on this machine."""
+    return f"[{text or path}]({path.resolve().as_uri()})"
+
+
 def gate_lines(decision: dict) -> list[str]:
-    champion = decision["champion_accuracy"]
+    def number(value: float | None) -> str:
+        return "—" if value is None else f"{value:.4f}"
+
+    champion = f"`{decision['champion']}`" if decision["champion"] else "none"
     return [
         "## Champion gate",
         "",
         f"**{'Promoted to champion' if decision['promote'] else 'Not promoted'}**: "
         f"{decision['reason']}.",
         "",
-        "| | model | test accuracy |", "|---|---|---|",
-        f"| challenger (this run) | | {decision['challenger_accuracy']:.4f} |",
-        f"| champion before | `{decision['champion']}` | "
-        f"{'—' if champion is None else f'{champion:.4f}'} |",
+        f"Both measured on test set `{decision['test_set']}`.",
+        "",
+        "| | model | test accuracy | test loss |", "|---|---|---|---|",
+        f"| challenger (this run) | | {number(decision['challenger_accuracy'])} | "
+        f"{number(decision['challenger_loss'])} |",
+        f"| champion before | {champion} | {number(decision['champion_accuracy'])} | "
+        f"{number(decision['champion_loss'])} |",
         "",
     ]
 
@@ -69,8 +80,9 @@ def training_markdown(metadata: dict, plots: dict, decision: dict, summary: str)
         png = Path(entry["path"]).read_bytes()
         lines += [f"### {name}", "", f"![{name}]({png_data_uri(png)})", ""]
     lines += ["## Model", "", "```", summary, "```", ""]
-    lines += ["## Files", "", f"- model folder: `{folder}`",
-              *[f"- `{p.name}`" for p in sorted(folder.rglob("*")) if p.is_file()]]
+    lines += ["## Files", "", f"- model folder: {file_link(folder)}",
+              *[f"- {file_link(p, p.relative_to(folder))}" for p in sorted(folder.rglob("*"))
+                if p.is_file()]]
     return "\n".join(lines)
 
 
@@ -137,7 +149,7 @@ def scoring_markdown(summary: dict, folder: Path) -> str:
              f"| errors | {summary['errors']} |",
              f"| mean confidence | {summary['mean_confidence']} |",
              *([f"| accuracy against labels | {summary['accuracy']} |"] if "accuracy" in summary else []),
-             f"| output | `{summary['output']}` |",
+             f"| output | {file_link(Path(summary['output']))} |",
              f"| seconds | {summary['seconds']:.1f} |", "",
              "## Predictions by label", "", "| label | count |", "|---|---|",
              *[f"| {k} | {v} |" for k, v in summary["by_label"].items()], "",

@@ -1,9 +1,11 @@
 """Model versions, the champion, the gate, explicit promotion and rollback."""
 
 import json
+import threading
 
 import pytest
 
+from tasks.ingest import FROZEN_TEST_SET
 from tasks.paths import Paths
 from tasks.registry import ModelNotFound, decide, list_models, promote, resolve_model, rollback
 
@@ -26,8 +28,9 @@ def paths(tmp_path) -> Paths:
     return paths
 
 
-def challenger(version: str, accuracy: float) -> dict:
-    return {"model_version": version, "metrics": {"test_accuracy": accuracy}}
+def challenger(version: str, accuracy: float, test_set: str = FROZEN_TEST_SET) -> dict:
+    return {"model_version": version, "metrics": {"test_accuracy": accuracy, "test_loss": 0.1},
+            "test_set": test_set}
 
 
 @pytest.mark.parametrize("new, margin, promoted", [
@@ -48,6 +51,14 @@ def test_first_model_becomes_champion_and_a_champion_is_not_promoted_twice():
     assert not again["promote"] and "already the champion" in again["reason"]
 
 
+def test_a_model_measured_on_another_test_set_is_never_promoted_automatically():
+    for champion in (None, {"version": "bbbb", "test_accuracy": 0.5}):
+        decision = decide(challenger("cccc", 0.99, test_set="0123456789abcdef"), champion, 0.0)
+        assert not decision["promote"]
+        assert "not the frozen MNIST test set" in decision["reason"]
+        assert "digitflow models promote cccc" in decision["reason"]
+
+
 def test_promote_rollback_and_list(paths):
     promote(paths, "aaaaaaaaaaaa", "first")
     promote(paths, "bbbbbbbbbbbb", "better")
@@ -61,6 +72,37 @@ def test_promote_rollback_and_list(paths):
     assert [r["model_version"] for r in log] == ["aaaaaaaaaaaa", "bbbbbbbbbbbb", "aaaaaaaaaaaa"]
     assert sorted(p.name for p in paths.models.iterdir() if p.is_file()) == \
         ["champion.json", "promotions.jsonl"]  # no temporary files left behind
+
+
+def test_rolling_back_twice_goes_two_champions_back(paths):
+    fake_version(paths, "cccccccccccc", 0.99, "2026-11-03T00:00:00+00:00")
+    for version in ("aaaaaaaaaaaa", "bbbbbbbbbbbb", "cccccccccccc"):
+        promote(paths, version, "gate")
+    assert rollback(paths)["model_version"] == "bbbbbbbbbbbb"
+    assert rollback(paths)["model_version"] == "aaaaaaaaaaaa"
+    with pytest.raises(ModelNotFound, match="no earlier champion"):
+        rollback(paths)
+
+
+def test_a_reader_never_sees_a_half_written_champion(paths):
+    """Promotions back and forth while another thread reads the champion, as a scorer does."""
+    promote(paths, "aaaaaaaaaaaa", "first")
+    done, seen = threading.Event(), []
+
+    def read_champion() -> None:
+        while not done.is_set():
+            seen.append(resolve_model(paths, None).parent.name)  # raises on a torn pointer
+            json.loads(paths.champion.read_text())
+
+    reader = threading.Thread(target=read_champion)
+    reader.start()
+    try:
+        for i in range(200):
+            promote(paths, ("bbbbbbbbbbbb", "aaaaaaaaaaaa")[i % 2], "flip")
+    finally:
+        done.set()
+        reader.join()
+    assert set(seen) <= {"aaaaaaaaaaaa", "bbbbbbbbbbbb"} and len(seen) > 10
 
 
 def test_promoting_an_unknown_version_is_refused(paths):
