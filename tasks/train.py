@@ -22,12 +22,23 @@ def model_version(model) -> str:
     """Content hash of the architecture and weights: the same model always gets the same name.
 
     Uses get_config(), not to_json(): the latter includes the compile settings, which a model
-    loaded for scoring (compile=False) does not have.
+    loaded for scoring (compile=False) does not have. Names are left out: Keras numbers them by
+    how many layers the process made before (`dense`, `dense_3`), which says nothing about the model.
     """
-    digest = hashlib.sha256(json.dumps(model.get_config(), sort_keys=True).encode())
+    digest = hashlib.sha256(json.dumps(without_names(model.get_config()), sort_keys=True).encode())
     for w in model.get_weights():
         digest.update(np.ascontiguousarray(w).tobytes())
     return digest.hexdigest()[:12]
+
+
+def without_names(config):
+    """The config without the model's and layers' names (a dtype policy's name stays)."""
+    if isinstance(config, dict):
+        named = "trainable" in config or "batch_shape" in config  # a layer's or the model's own
+        return {k: without_names(v) for k, v in config.items() if not (named and k == "name")}
+    if isinstance(config, list):
+        return [without_names(v) for v in config]
+    return config
 
 
 def model_summary(model) -> str:
@@ -70,7 +81,8 @@ def trained_model(paths: Paths, normalized: dict, settings: TrainSettings,
                   log: Callable[[str], None] = print) -> dict:
     fit_settings = settings.fit_settings()
     key = content_key("train", normalized["key"], fit_settings,
-                      code_version("tasks.models", "tasks.fit", __name__))
+                      code_version("tasks.models", "tasks.presets", "tasks.fit", "tasks.evaluate",
+                                   __name__))
 
     def produce() -> dict:
         with np.load(normalized["files"]["arrays"]["path"], allow_pickle=False) as npz:

@@ -2,10 +2,12 @@
 
 import json
 import os
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
@@ -14,6 +16,7 @@ from conftest import new_root
 from flows.score import score_folder
 from flows.train import train_digits
 from tasks.demo import make_demo_folder
+from tasks.ingest import FROZEN_TEST_SET
 from tasks.score import SCHEMA
 
 pytestmark = pytest.mark.flow
@@ -88,6 +91,9 @@ def test_report_artifacts_embed_the_plots(first_run):
     by_type = {a.type: a for a in artifacts}
     report = by_type["markdown"].data
     assert report.count("](data:image/png;base64,") == 3
+    assert "## Model" in report and "104,938" in report  # model.summary(), as the tutorial prints
+    assert f"]({Path(first_run['model_path']).resolve().as_uri()})" in report  # a link to the model
+    assert f"Both measured on test set `{FROZEN_TEST_SET}`" in report
     assert "Promoted to champion" in report and "no champion yet" in report
     assert f"{first_run['test_accuracy']:.4f}" in report
     tables = {a.key: json.loads(a.data) for a in artifacts if a.type == "table"}
@@ -105,8 +111,10 @@ def test_identical_rerun_is_served_from_the_cache(first_run):
 def test_deleted_cached_model_is_retrained_not_crashed(first_run):
     Path(first_run["model_path"]).unlink()
     again = train_digits(**SMALL)
-    assert again["cached_steps"] == ["normalize"]
     assert Path(again["model_path"]).is_file()
+    # Retrained with the same seed: the same weights, so the same version and its evaluation
+    assert again["model_version"] == first_run["model_version"]
+    assert again["cached_steps"] == ["normalize", "evaluate", "plots"]
 
 
 def test_no_cache_reruns_every_step(first_run):
@@ -147,6 +155,9 @@ def test_incremental_scoring_scores_only_new_files(first_run, flow_root, mnist):
     assert (second["scored"], second["errors"], second["skipped"]) == (5, 0, 23)
     table = pq.read_table(dataset)  # both runs, as one partitioned dataset
     assert table.num_rows == 28 and "date" in table.column_names
+    nothing_new = score_folder(folder=folder, dataset=dataset)  # the usual scheduled run
+    assert (nothing_new["scored"], nothing_new["skipped"]) == (0, 28)
+    assert nothing_new["model_version"] == first_run["model_version"]
 
 
 def test_predict_prints_one_line_per_file_and_shows_what_the_model_saw(first_run, flow_root,
@@ -168,13 +179,15 @@ def test_predict_prints_one_line_per_file_and_shows_what_the_model_saw(first_run
     assert lines[0].endswith("seven.png: 7 (confidence " + lines[0].split("confidence ")[1])
     assert ": 2 (confidence" in lines[1]
     assert "broken.png: error: not an image Pillow can read" in lines[2]
-    with Image.open(flow_root / "show.png") as png:  # three rows of picture, input, bars
-        assert png.width > 500 and png.height > 3 * 150
+    with Image.open(flow_root / "show.png") as png:  # per file: picture, input, bars (9×2.6 in)
+        assert png.size == (720, 3 * 208)
 
     assert main(["predict", *files, "--json"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
     assert [list(r) for r in rows] == [SCHEMA.names] * 3
     assert rows[0]["label"] == 7 and rows[2]["status"] == "error" and rows[2]["label"] is None
+    as_table = [dict(r, scored_at=datetime.fromisoformat(r["scored_at"])) for r in rows]
+    assert pa.Table.from_pylist(as_table, schema=SCHEMA).num_rows == 3  # the table's types
 
 
 def test_predict_the_tutorials_own_example(first_run, capsys):
@@ -182,6 +195,8 @@ def test_predict_the_tutorials_own_example(first_run, capsys):
 
     assert main(["predict", "--mnist-test", "1"]) == 0
     assert capsys.readouterr().out.startswith("mnist-test/1: 2 (confidence")
+    assert main(["predict", "--mnist-test", "10000"]) == 1
+    assert "--mnist-test 10000: the test set has images 0 to 9999" in capsys.readouterr().err
 
 
 def test_training_report_includes_the_model_summary(first_run):

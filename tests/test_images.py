@@ -123,10 +123,11 @@ def test_bad_files_raise_specific_errors(data, reason):
         preprocess(data)
 
 
-def test_decompression_bomb_is_refused(monkeypatch):
+@pytest.mark.parametrize("size", [(120, 100), (200, 200)])  # over the limit; over twice it
+def test_decompression_bomb_is_refused(monkeypatch, size):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)  # Pillow's limit, scaled down
     with pytest.raises(ImageError, match="decompression bomb"):
-        decode(encode(Image.new("L", (200, 200), 255)))
+        decode(encode(Image.new("L", size, 255)))
 
 
 def test_absurd_dimensions_do_not_crash():

@@ -96,6 +96,24 @@ def test_not_an_npz_is_refused(tmp_path):
         ensure_mnist(Paths(tmp_path / "root"), data=bad)
 
 
+def test_a_single_npy_array_is_refused_with_what_to_pass(tmp_path, mnist):
+    path = tmp_path / "x_train.npy"
+    np.save(path, mnist["x_train"][:10])
+    with pytest.raises(DataError, match="a single array, not an .npz archive"):
+        ensure_mnist(Paths(tmp_path / "root"), data=path)
+
+
+def test_a_truncated_gzipped_idx_file_is_refused_by_name(tmp_path, mnist):
+    folder = tmp_path / "idx"
+    folder.mkdir()
+    for name, (prefix, magic) in facts.IDX_FILES.items():
+        write_idx(folder / f"{prefix}-ubyte.gz", mnist[name], magic, gz=True)
+    damaged = folder / "t10k-labels-ubyte.gz"
+    damaged.write_bytes(damaged.read_bytes()[:-20])
+    with pytest.raises(DataError, match="t10k-labels-ubyte.gz: a damaged or truncated .gz file"):
+        ensure_mnist(Paths(tmp_path / "root"), data=folder)
+
+
 def test_carrier_wheel_yields_the_official_arrays():
     # The offline path: the wheel `make install` fetched, read as a zip, never installed.
     wheel = REPO / "data" / "downloads" / facts.CARRIER_WHEEL

@@ -7,6 +7,7 @@ import pytest
 from tasks.models import build_seed
 from tasks.presets import PRESETS
 from tasks.settings import TrainSettings
+from tasks.train import model_version
 
 
 def test_seed_is_the_tutorial_network():
@@ -19,6 +20,17 @@ def test_seed_is_the_tutorial_network():
     assert isinstance(model.optimizer, keras.optimizers.Adam)
     assert float(model.optimizer.learning_rate) == pytest.approx(0.001)  # the default, as written
     assert model.loss == "sparse_categorical_crossentropy"
+
+
+def test_a_model_version_depends_on_the_model_not_on_keras_layer_numbering():
+    keras.utils.set_random_seed(3)
+    first = build_seed()
+    keras.utils.set_random_seed(3)
+    second = build_seed()  # Keras names its layers dense_3, dense_4, ... this time
+    assert first.layers[1].name != second.layers[1].name
+    assert model_version(first) == model_version(second)
+    second.layers[1].kernel.assign(second.layers[1].kernel + 1e-6)
+    assert model_version(first) != model_version(second)
 
 
 def test_seed_fit_settings_are_the_tutorials():

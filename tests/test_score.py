@@ -94,6 +94,26 @@ def test_one_row_per_file_with_clear_errors(folder, model_path, tmp_path):
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["p.parquet"]  # no temp left over
 
 
+def test_text_bombs_and_huge_files_are_error_rows_with_their_reasons(folder, model_path, mnist,
+                                                                      monkeypatch):
+    import hashlib
+
+    import tasks.files
+
+    (folder / "letter.png").write_text("Dear digitflow, this is not a picture.")
+    (folder / "bomb.png").write_bytes(png(np.zeros((200, 200), dtype=np.uint8)))
+    (folder / "huge.bmp").write_bytes(b"BM" + bytes(5000))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 20_000)  # Pillow's limit and ours, scaled down
+    monkeypatch.setattr(tasks.files, "MAX_FILE_BYTES", 4096)
+    rows = score_files(list_images(folder), model_path).set_index("path")
+    assert rows.loc["letter.png", "error"] == \
+        "not an image Pillow can read (unknown or corrupt format)"
+    assert rows.loc["bomb.png", "error"].startswith("refused as a decompression bomb")
+    assert rows.loc["huge.bmp", "error"] == "file larger than 0 MiB; not an image to score"
+    assert rows.loc["huge.bmp", "sha256"] == hashlib.sha256((folder / "huge.bmp").read_bytes()).hexdigest()
+    assert rows.loc["a.png", "status"] == "ok"
+
+
 def test_unreadable_file_is_an_error_row(folder, model_path):
     os.symlink(folder / "gone.png", folder / "dangling.png")  # inside the folder, but missing
     rows = score_files(list_images(folder), model_path).set_index("path")
