@@ -6,6 +6,7 @@ import os
 import sys
 from pathlib import Path
 
+from flows import server
 from tasks.presets import PRESETS
 from tasks.settings import SweepSettings
 
@@ -122,15 +123,19 @@ def add_data_options(command: argparse.ArgumentParser) -> None:
                          help="use --data even if it does not match the MNIST fingerprints")
 
 
-def run(args: argparse.Namespace) -> dict | None:
+def run(args: argparse.Namespace, early_server: tuple | None = None) -> dict | None:
+    def flow_run(flow, **parameters) -> dict:
+        with server.prefect_api(early_server):  # after the imports, which ran while it booted
+            return flow(**parameters)
+
     if args.command == "train":
         from flows.train import train_digits
 
-        return train_digits(preset=args.preset, epochs=args.epochs, batch_size=args.batch_size,
-                            seed=args.seed, limit=args.limit, data=args.data,
-                            allow_unverified_data=args.allow_unverified_data,
-                            no_cache=args.no_cache, speedups=not args.no_speedups,
-                            gate_margin=args.gate_margin)
+        return flow_run(train_digits, preset=args.preset, epochs=args.epochs,
+                        batch_size=args.batch_size, seed=args.seed, limit=args.limit,
+                        data=args.data, allow_unverified_data=args.allow_unverified_data,
+                        no_cache=args.no_cache, speedups=not args.no_speedups,
+                        gate_margin=args.gate_margin)
     if args.command == "score":
         from flows.score import score_folder
         from tasks.paths import get_paths
@@ -138,17 +143,17 @@ def run(args: argparse.Namespace) -> dict | None:
 
         resolve_model(get_paths(), args.model)  # no model: say so before Prefect starts
 
-        return on_cluster(score_folder, args)(
-            folder=args.folder, output=args.output, model=args.model, labels=args.labels,
-            dataset=args.dataset, chunk_size=args.chunk_size)
+        return flow_run(on_cluster(score_folder, args), folder=args.folder, output=args.output,
+                        model=args.model, labels=args.labels, dataset=args.dataset,
+                        chunk_size=args.chunk_size)
     if args.command == "sweep":
         from flows.sweep import sweep_digits
 
-        return on_cluster(sweep_digits, args)(
-            hidden=args.hidden, batch_sizes=args.batch_size, learning_rates=args.learning_rate,
-            epochs=args.epochs, seed=args.seed, limit=args.limit, data=args.data,
-            allow_unverified_data=args.allow_unverified_data, no_cache=args.no_cache,
-            gate_margin=args.gate_margin)
+        return flow_run(on_cluster(sweep_digits, args), hidden=args.hidden,
+                        batch_sizes=args.batch_size, learning_rates=args.learning_rate,
+                        epochs=args.epochs, seed=args.seed, limit=args.limit, data=args.data,
+                        allow_unverified_data=args.allow_unverified_data,
+                        no_cache=args.no_cache, gate_margin=args.gate_margin)
     if args.command == "models":
         return manage_models(args)
     if args.command == "predict":
@@ -191,7 +196,7 @@ def predict(args: argparse.Namespace) -> None:
         from tasks.plots import png_bytes, prediction_figure
         from tasks.store import write_bytes
 
-        write_bytes(args.show, png_bytes(prediction_figure(rows, originals, inputs)))
+        write_bytes(args.show, png_bytes(prediction_figure(rows, originals, inputs), tight=False))
         print(f"wrote {args.show}", file=sys.stderr)
 
 
@@ -218,8 +223,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     for name, value in ENVIRONMENT.items():
         os.environ.setdefault(name, value)
+    # A flow's command starts Prefect's temporary server first, to boot while the imports run;
+    # on Dask, Prefect's own start-up is kept (see on_cluster).
+    dask = getattr(args, "workers", None) or getattr(args, "dask_address", None)
+    early = server.start() if args.command in ("train", "score", "sweep") and not dask else None
     try:
-        result = run(args)
+        result = run(args, early)
     except Exception as exc:  # the run failed: say why in one line, exit non-zero
         print(f"digitflow {args.command}: error: {exc}", file=sys.stderr)
         return 1
