@@ -15,13 +15,25 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 MAKE_UI = "http://127.0.0.1:4200"  # the Makefile's default HOST and PORT
 
 
+def server_named() -> bool:
+    """Whether the environment or a Prefect profile may name a server (read without Prefect)."""
+    home = Path(os.environ.get("PREFECT_HOME", Path.home() / ".prefect")).expanduser()
+    profiles = Path(os.environ.get("PREFECT_PROFILES_PATH", home / "profiles.toml")).expanduser()
+    try:
+        in_profile = "PREFECT_API_URL" in profiles.read_text()
+    except OSError:
+        in_profile = False
+    return bool(os.environ.get("PREFECT_API_URL")) or in_profile
+
+
 def start() -> tuple[subprocess.Popen, str] | None:
-    """The server process and its API URL; None if the environment names a server already."""
-    if os.environ.get("PREFECT_API_URL"):
+    """The server process and its API URL; None if a server may be configured already."""
+    if server_named():
         return None
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -2,8 +2,12 @@
 
 import json
 import os
+import re
+import sqlite3
 import subprocess
 import sys
+import urllib.request
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -33,9 +37,17 @@ def cli_root(tmp_path_factory, mnist_npz) -> Path:
 
 
 def test_train_then_score_print_json_summaries(cli_root, mnist):
-    trained = last_json(digitflow(cli_root, "train", "--limit", "2000", "--epochs", "1"))
+    done = digitflow(cli_root, "train", "--limit", "2000", "--epochs", "1")
+    trained = last_json(done)
     assert set(trained) >= {"test_accuracy", "model_path", "model_version", "run_id", "seconds"}
     assert Path(trained["model_path"]).is_file()
+    # The temporary server the command started is gone, and the run is in Prefect's database
+    server = re.search(r"temporary server on (http://[\d.:]+),", done.stderr).group(1)
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"{server}/api/health", timeout=5)
+    with closing(sqlite3.connect(cli_root / ".prefect" / "prefect.db")) as db:
+        states = dict(db.execute("SELECT id, state_type FROM flow_run"))
+    assert states[trained["run_id"]] == "COMPLETED"
 
     inbox = cli_root / "inbox"
     inbox.mkdir()
@@ -46,6 +58,20 @@ def test_train_then_score_print_json_summaries(cli_root, mnist):
     assert (scored["scored"], scored["errors"]) == (5, 1)  # a bad file is not a failed run
     assert Path(scored["output"]).parent == cli_root / "artifacts" / "predictions"
     assert Path(scored["output"]).is_file()
+
+
+def test_no_early_server_when_one_is_named(tmp_path, monkeypatch):
+    from flows import server
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path))
+    assert not server.server_named()
+    (tmp_path / "profiles.toml").write_text(
+        'active = "team"\n[profiles.team]\nPREFECT_API_URL = "http://prefect.internal/api"\n')
+    assert server.server_named() and server.start() is None
+    (tmp_path / "profiles.toml").unlink()
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:4200/api")
+    assert server.server_named()
 
 
 def test_bad_data_fails_with_a_clear_message(tmp_path):
@@ -65,7 +91,6 @@ def test_make_ui_listens_on_loopback_only(tmp_path):
     """`make ui` as a user runs it: the UI answers on 127.0.0.1 and not on the machine's address."""
     import socket
     import time
-    import urllib.request
 
     from conftest import REPO, free_port
 
