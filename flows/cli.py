@@ -227,6 +227,10 @@ def main(argv: list[str] | None = None) -> int:
     # on Dask, Prefect's own start-up is kept (see on_cluster).
     dask = getattr(args, "workers", None) or getattr(args, "dask_address", None)
     early = server.start() if args.command in ("train", "score", "sweep") and not dask else None
+    if args.command == "score" and not dask:
+        from tasks.files import start_readers
+
+        start_readers()  # the reader processes import while this one does
     try:
         result = run(args, early)
     except Exception as exc:  # the run failed: say why in one line, exit non-zero

@@ -9,7 +9,7 @@ from prefect.futures import as_completed
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from tasks.files import Files
+from tasks.files import Files, start_readers
 from tasks.paths import get_paths
 from tasks.progress import progress
 from tasks.registry import read_pointer, resolve_model
@@ -51,8 +51,10 @@ def score_folder(
     output = None if settings.dataset else settings.output or default_output(paths, settings.folder)
     check_writable(settings.dataset or output.parent)  # before the work, not after
 
-    # Load
+    # Load: the reader processes start while the model loads and the folder is listed
+    start_readers()
     model_path = resolve_model(paths, settings.model)
+    version = load_scoring_model(model_path)[1]
     found = find_images(folder=settings.folder)
     files = select_unscored(files=Files(found), dataset=settings.dataset, model_path=model_path) \
         if settings.dataset else found
@@ -71,7 +73,7 @@ def score_folder(
     # Report
     summary |= {"output": str(settings.dataset or output), "folder": str(settings.folder),
                 "found": len(found), "skipped": len(found) - len(files), "model_path": str(model_path),
-                "model_version": load_scoring_model(model_path)[1],  # loaded once per process
+                "model_version": version,
                 "run_id": run_id, "seconds": round(time.perf_counter() - started, 2)}
     publish_scoring_report(summary=summary)
     tag_run(tags=[f"model:{summary['model_version']}", *preset_tag(model_path)])

@@ -18,6 +18,7 @@ from tasks.images import EXTENSIONS, ImageError, preprocess
 
 MAX_FILE_BYTES = 256 * 1024 * 1024  # a digit image is kilobytes; anything this big is refused
 OUTSIDE_LINK = "symbolic link leads outside the folder; not followed"
+WORKERS = os.cpu_count() or 1  # reader processes: one per core
 PARALLEL_FROM = 200  # fewer files than this are read in-process: a pool costs ~1 s to start
 
 
@@ -107,9 +108,17 @@ def worker_pool() -> ProcessPoolExecutor:
     """One pool per process, started on first use and reused by every chunk."""
     global _pool
     if _pool is None:
-        _pool = ProcessPoolExecutor(max_workers=os.cpu_count() or 1,
+        _pool = ProcessPoolExecutor(max_workers=WORKERS,
                                     mp_context=multiprocessing.get_context("spawn"))
     return _pool
+
+
+def start_readers() -> None:
+    """Start the reader processes now, so they import while the caller does other work."""
+    if not multiprocessing.current_process().daemon:
+        pool = worker_pool()
+        for _ in range(WORKERS):
+            pool.submit(_read_batch, [])  # each idle worker spawns, imports this module, returns
 
 
 def read_images(files: list[ImageFile]) -> list[tuple[str | None, np.ndarray | None, str | None]]:
@@ -118,8 +127,7 @@ def read_images(files: list[ImageFile]) -> list[tuple[str | None, np.ndarray | N
     # workers are the parallelism.
     if len(files) < PARALLEL_FROM or multiprocessing.current_process().daemon:
         return [read_image(f) for f in files]
-    workers = os.cpu_count() or 1
-    size = -(-len(files) // (4 * workers))  # a few batches per core, for balance
+    size = -(-len(files) // (4 * WORKERS))  # a few batches per core, for balance
     rows = [(f.path, f.location, f.problem) for f in files]
     batches = [rows[i:i + size] for i in range(0, len(rows), size)]
     return [row for batch in worker_pool().map(_read_batch, batches) for row in batch]
