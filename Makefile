@@ -47,14 +47,19 @@ run: install data/demo/labels.csv ## train the seed model, then score a demo fol
 test: install ## run the tests (offline; a throwaway Prefect home)
 	PREFECT_HOME=$$(mktemp -d) $(BIN)/python -m pytest
 
-ui: install ## serve the Prefect UI at http://127.0.0.1:$(PORT) with the runs of `make run`
+ui: install ## serve the Prefect UI at http://127.0.0.1:4200 (PORT=... to change) with the runs of `make run`
 	PREFECT_UI_API_URL=$(API) $(BIN)/prefect server start --host $(HOST) --port $(PORT)
 
 serve: install ## run like a team: server, work pool, deployments, worker in the background
 	@mkdir -p .serve data/inbox
+	@# `server status` would also answer for another server on the port, and we'd deploy to it.
+	@if (: < /dev/tcp/127.0.0.1/$(PORT)) 2>/dev/null; then \
+		echo "make serve: port $(PORT) is in use; choose another with PORT=... (or make stop)" >&2; exit 1; fi
 	PREFECT_UI_API_URL=$(API) $(BIN)/prefect server start --host $(HOST) --port $(PORT) \
 		> .serve/server.log 2>&1 & echo $$! > .serve/server.pid
 	PREFECT_API_URL=$(API) $(BIN)/prefect server status --wait --timeout 120
+	@kill -0 $$(cat .serve/server.pid) 2>/dev/null || { \
+		echo "make serve: our server is not running (see .serve/server.log); make stop" >&2; exit 1; }
 	PREFECT_API_URL=$(API) $(BIN)/prefect work-pool create digitflow --type process --overwrite
 	PREFECT_API_URL=$(API) $(BIN)/prefect --no-prompt deploy --all
 	PREFECT_API_URL=$(API) $(BIN)/prefect worker start --pool digitflow \
@@ -62,10 +67,12 @@ serve: install ## run like a team: server, work pool, deployments, worker in the
 	@echo "UI http://127.0.0.1:$(PORT) — to use this server: export PREFECT_API_URL=$(API)"
 	@echo "logs in .serve/; make stop ends the server and the worker"
 
-# A process worker can take long to exit on SIGTERM; after 10 s it is killed.
+# A process worker can take long to exit on SIGTERM; after 10 s it is killed. A zombie counts as
+# stopped: where no init reaps orphans (some containers), it would otherwise look alive.
 stop: ## stop the server and worker that `make serve` started
-	@stop() { [ -f "$$1" ] || return 0; pid=$$(cat "$$1"); kill $$pid 2>/dev/null; \
-		for i in $$(seq 10); do kill -0 $$pid 2>/dev/null || break; sleep 1; done; \
+	@running() { kill -0 $$1 2>/dev/null && [[ $$(ps -o stat= -p $$1 2>/dev/null) != Z* ]]; }; \
+		stop() { [ -f "$$1" ] || return 0; pid=$$(cat "$$1"); kill $$pid 2>/dev/null; \
+		for i in $$(seq 10); do running $$pid || break; sleep 1; done; \
 		kill -9 $$pid 2>/dev/null; rm -f "$$1"; }; \
 		stop .serve/worker.pid; stop .serve/server.pid
 

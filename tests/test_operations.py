@@ -1,15 +1,19 @@
 """Operations as a team runs them: a real server, a process worker, deployments from
-prefect.yaml (which `prefect deploy` must accept), and the run pages looked at in a real browser."""
+prefect.yaml (which `prefect deploy` must accept), the run pages looked at in a real browser, and
+`make serve` / `make stop` as a person types them."""
 
 import json
 import os
+import shutil
+import socket
 import subprocess
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from conftest import BIN, REPO, new_root, prefect
+from conftest import BIN, REPO, free_port, new_root, prefect
 from tasks.demo import make_demo_folder
 
 pytestmark = pytest.mark.slow
@@ -48,11 +52,20 @@ def champion(team: dict) -> str:
     return json.loads((team["root"] / "artifacts/models/champion.json").read_text())["model_version"]
 
 
+def inspect(env: dict, deployment: str) -> dict:
+    return json.loads(prefect(env, "deployment", "inspect", deployment, "--output", "json"))
+
+
 def test_prefect_deploy_accepted_both_deployments(team):
     listed = prefect(team["env"], "deployment", "ls")
     assert "train-digits/retrain-nightly" in listed and "score-folder/score-inbox" in listed
-    nightly = prefect(team["env"], "deployment", "inspect", "train-digits/retrain-nightly")
-    assert "0 3 * * *" in nightly and str(REPO) in nightly  # schedule; runs in this checkout
+    nightly = inspect(team["env"], "train-digits/retrain-nightly")
+    inbox = inspect(team["env"], "score-folder/score-inbox")
+    assert [s["schedule"]["cron"] for s in nightly["schedules"]] == ["0 3 * * *"]
+    assert [s["schedule"]["interval"] for s in inbox["schedules"]] == [900]
+    assert str(REPO) in json.dumps(nightly["pull_steps"])  # runs in this checkout
+    limits = [d["global_concurrency_limit"]["limit"] for d in (nightly, inbox)]
+    assert limits == [1, 1]  # one run at a time per deployment
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +82,9 @@ def test_retrain_through_the_worker_promotes_and_a_worse_one_is_gated(team, retr
         [BIN / "digitflow", "models"], env=team["env"], capture_output=True, text=True,
         check=True).stdout.splitlines()[-1])["models"]
     assert len(versions) == 2 and [v["champion"] for v in versions] == [True, False]
+    runs = deployment_runs(team, "train-digits")
+    gates = [{"promoted", "not-promoted"} & set(r.tags) for r in runs]
+    assert gates == [{"promoted"}, {"not-promoted"}]  # the runs' tags say what the gate decided
 
 
 @pytest.fixture(scope="module")
@@ -88,21 +104,31 @@ def test_scoring_through_the_worker_appends_to_the_dataset(team, scored, retrain
     assert (table["status"] == "error").sum() == 3
 
 
-def flow_run_artifacts(team: dict, flow_name: str) -> list:
-    """The first finished deployment run of the flow and its artifacts (other tests share the
-    server)."""
+@contextmanager
+def api_client(api_url: str):
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (
-        ArtifactFilter, ArtifactFilterFlowRunId, FlowFilter, FlowFilterName)
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    with temporary_settings({PREFECT_API_URL: team["env"]["PREFECT_API_URL"]}):
-        with get_client(sync_client=True) as client:
-            runs = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])))
-            first = min((r for r in runs if r.state.is_completed() and r.deployment_id),
-                        key=lambda r: r.start_time)
-            return first, client.read_artifacts(artifact_filter=ArtifactFilter(
-                flow_run_id=ArtifactFilterFlowRunId(any_=[first.id])))
+    with temporary_settings({PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
+        yield client
+
+
+def deployment_runs(team: dict, flow_name: str) -> list:
+    """The flow's completed deployment runs, oldest first (other tests share the server)."""
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+
+    with api_client(team["env"]["PREFECT_API_URL"]) as client:
+        runs = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])))
+    return sorted((r for r in runs if r.state.is_completed() and r.deployment_id),
+                  key=lambda r: r.start_time)
+
+
+def run_artifacts(team: dict, run) -> list:
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with api_client(team["env"]["PREFECT_API_URL"]) as client:
+        return client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[run.id])))
 
 
 @pytest.fixture(scope="module")
@@ -121,39 +147,128 @@ def browser():
         browser.close()
 
 
-def rendered_images(browser, url: str, screenshot: Path) -> list[dict]:
+PNGS = """document.querySelectorAll('img[src^="data:image/png"]')"""
+
+
+def report_from_run_page(browser, url: str, run, report, shots: Path) -> list[dict]:
+    """As a person finds it: the run's page, its Artifacts tab, then the report listed there.
+    The report's PNG images as the browser decoded them; screenshots {shots}-run.png, -report.png.
+    """
+    from playwright.sync_api import expect
+
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    page.goto(url, wait_until="networkidle", timeout=90_000)
-    page.wait_for_function("document.querySelectorAll('img[src^=\"data:image/png\"]').length > 0",
-                           timeout=60_000)
-    time.sleep(1)  # let the last images decode
+    page.set_default_timeout(60_000)
+    page.goto(f"{url}/runs/flow-run/{run.id}", wait_until="networkidle", timeout=90_000)
+    expect(page.get_by_text(run.name, exact=True).first).to_be_visible(timeout=60_000)
+    page.get_by_role("tablist").get_by_text("Artifacts", exact=True).click()
+    listed = page.locator(f'a[href="/artifacts/artifact/{report.id}"]')
+    expect(listed).to_contain_text(report.key, timeout=60_000)
+    listed.scroll_into_view_if_needed()
+    page.screenshot(path=f"{shots}-run.png")
+
+    listed.click()
+    page.wait_for_url(f"**/artifacts/artifact/{report.id}")
+    page.wait_for_function(f"[...{PNGS}].length > 0 && [...{PNGS}].every(i => i.complete)")
+    # The app scrolls inside its own panel: a viewport as tall as the page shows all of it.
     height = page.evaluate("Math.max(...[...document.querySelectorAll('*')].map(e => e.scrollHeight))")
     page.set_viewport_size({"width": 1400, "height": min(int(height), 12_000)})
-    page.screenshot(path=str(screenshot), full_page=True)
-    images = page.evaluate("""[...document.querySelectorAll('img[src^="data:image/png"]')]
-        .map(i => ({alt: i.alt, width: i.naturalWidth, complete: i.complete}))""")
+    page.screenshot(path=f"{shots}-report.png", full_page=True)
+    images = page.evaluate(f"[...{PNGS}].map(i => ({{alt: i.alt, width: i.naturalWidth}}))")
     page.close()
     return images
 
 
 def test_training_report_renders_its_plots_in_a_browser(team, retrained, browser, tmp_path):
-    run, artifacts = flow_run_artifacts(team, "train-digits")
+    run = deployment_runs(team, "train-digits")[0]
     assert run.name.startswith("train-seed-")
-    report = next(a for a in artifacts if a.type == "markdown")
-    images = rendered_images(browser, f"{team['url']}/artifacts/artifact/{report.id}",
-                             tmp_path / "training-report.png")
+    report = next(a for a in run_artifacts(team, run) if a.type == "markdown")
+    images = report_from_run_page(browser, team["url"], run, report, tmp_path / "training")
     assert sorted(i["alt"] for i in images) == ["confusion", "curves", "misclassified"]
     assert all(i["width"] > 0 for i in images), images
     assert (tmp_path / "training-report.png").stat().st_size > 10_000
 
 
 def test_scoring_report_shows_a_review_gallery_in_a_browser(team, scored, browser, tmp_path):
-    run, artifacts = flow_run_artifacts(team, "score-folder")
+    run = deployment_runs(team, "score-folder")[0]
     assert run.name.startswith("score-inbox-")
-    kinds = {a.type for a in artifacts}
-    assert {"markdown", "progress"} <= kinds
+    artifacts = run_artifacts(team, run)
+    assert {"markdown", "progress"} <= {a.type for a in artifacts}
     report = next(a for a in artifacts if a.type == "markdown")
-    images = rendered_images(browser, f"{team['url']}/artifacts/artifact/{report.id}",
-                             tmp_path / "scoring-report.png")
+    images = report_from_run_page(browser, team["url"], run, report, tmp_path / "scoring")
     assert len(images) == 32  # 16 doubtful predictions: the picture and what the model saw
     assert all(i["width"] > 0 for i in images), images
+
+
+def running(pid: int) -> bool:
+    """The process exists and is no zombie (where nothing reaps orphans, a stopped one lingers)."""
+    try:
+        return ") Z " not in Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+
+
+def answers(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        return True
+    except ConnectionRefusedError:
+        return False
+
+
+def make(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(["make", *args], env=env, cwd=REPO, capture_output=True, text=True,
+                          timeout=600)
+
+
+@pytest.fixture
+def serve_dir():
+    """`make serve`'s .serve/ in this checkout. After the test, `make stop` (a failed test leaves
+    no server running) and the folder removed if the test made it. Skipped while someone's
+    `make serve` runs here: this `make stop` would end theirs."""
+    serve = REPO / ".serve"
+    if list(serve.glob("*.pid")):
+        pytest.skip("make serve runs in this checkout (.serve/*.pid): make stop first")
+    made = not serve.exists()
+    yield serve
+    make("stop")
+    if made:
+        shutil.rmtree(serve, ignore_errors=True)
+
+
+def first_worker(api_url: str, pool: str, timeout: int = 90):
+    """The first worker to show up in the pool (a worker registers once it polls)."""
+    with api_client(api_url) as client:
+        for _ in range(timeout):
+            if workers := client.read_workers_for_work_pool(pool):
+                return workers[0]
+            time.sleep(1)
+    pytest.fail(f"no worker showed up in the work pool {pool} within {timeout} s")
+
+
+def test_make_serve_deploys_and_starts_a_worker_and_make_stop_ends_them(serve_dir, tmp_path):
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    # A throwaway Prefect home, and a throwaway root for a run that might slip past the pause.
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "home"), "DIGITFLOW_ROOT": str(tmp_path)}
+    served = make("serve", f"PORT={port}", env=env)
+    assert served.returncode == 0, served.stdout[-3000:] + served.stderr[-3000:]
+
+    user = {**env, "PREFECT_API_URL": api}  # a shell after `export PREFECT_API_URL=...`
+    # The schedules are real (03:00 UTC, every 15 min): paused before one can fire.
+    prefect(user, "--no-prompt", "deployment", "schedule", "pause", "--all")
+    listed = prefect(user, "deployment", "ls")
+    assert "train-digits/retrain-nightly" in listed and "score-folder/score-inbox" in listed
+    pids = [int((serve_dir / f"{name}.pid").read_text()) for name in ("server", "worker")]
+    assert all(running(pid) for pid in pids) and first_worker(api, "digitflow")
+
+    stopped = make("stop", env=env)
+    assert stopped.returncode == 0, stopped.stderr
+    assert not any(running(pid) for pid in pids) and not answers(port)
+    assert not list(serve_dir.glob("*.pid"))
+
+
+def test_make_serve_refuses_a_port_another_server_answers_on(serve_dir, prefect_server):
+    port = prefect_server["url"].rsplit(":", 1)[1]
+    served = make("serve", f"PORT={port}")
+    assert served.returncode != 0 and f"port {port} is in use" in served.stderr
+    assert not (serve_dir / "server.pid").exists()  # nothing started, nothing deployed
