@@ -107,7 +107,7 @@ def prediction_figure(rows: pd.DataFrame, originals: list, inputs: list) -> Figu
             ax.axis("off")
         picture.set_title(str(row.path)[-40:], fontsize=9)
         if original is not None:
-            picture.imshow(original, cmap="gray", vmin=0, vmax=1)
+            picture.imshow(original, cmap="gray", vmin=0, vmax=1)  # (the map is for gray only)
         if x is None:
             seen.set_title("not read", fontsize=9)
             bars.text(0.5, 0.5, str(row.error)[:60], ha="center", va="center", fontsize=8, wrap=True)

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from tasks.files import ImageFile, display_name, read_images
-from tasks.images import decode, grayscale
+from tasks.images import decode
 from tasks.ingest import ensure_mnist
 from tasks.paths import Paths
 from tasks.score import load_scoring_model, prediction_frame, top3
@@ -68,6 +68,7 @@ def describe(row) -> str:
 
 def original_picture(location: str) -> np.ndarray | None:
     try:
-        return grayscale(decode(Path(location).read_bytes()))
+        # As given, colours and transparency too (the model's input is shown beside it)
+        return np.asarray(decode(Path(location).read_bytes()).convert("RGBA"))
     except (OSError, ValueError):
         return None
