@@ -253,7 +253,8 @@ def ensure_mnist(paths: Paths, data: Path | None = None, allow_unverified: bool 
         source, arrays = first_available_source(paths, log)
 
     verified = verify(arrays, source, allow_unverified)
-    target = paths.raw_mnist if verified else paths.raw / f"unverified-{dataset_fingerprint(arrays)}.npz"
+    target = paths.raw_mnist if verified else \
+        paths.raw / f"unverified-{dataset_fingerprint(arrays)}.npz"
     if not target.exists():
         save_arrays(target, arrays)
         log(f"wrote {target} from {source}")

@@ -151,8 +151,8 @@ def decide(challenger: dict, champion: dict | None, margin: float) -> dict:
     automatically.
     """
     new = challenger["metrics"]["test_accuracy"]
-    numbers = {"challenger_accuracy": new, "challenger_loss": challenger["metrics"].get("test_loss"),
-               "champion_accuracy": None, "champion_loss": None, "champion": None,
+    numbers = {"challenger_accuracy": new, "champion_accuracy": None, "champion": None,
+               "challenger_loss": challenger["metrics"].get("test_loss"), "champion_loss": None,
                "test_set": challenger.get("test_set")}
     if numbers["test_set"] != FROZEN_TEST_SET:
         return {**numbers, "promote": False,

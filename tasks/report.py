@@ -12,6 +12,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from tasks.images import decode, grayscale, preprocess
+from tasks.ingest import FROZEN_TEST_SET
 
 
 def png_data_uri(png: bytes) -> str:
@@ -29,13 +30,14 @@ def gate_lines(decision: dict) -> list[str]:
         return "—" if value is None else f"{value:.4f}"
 
     champion = f"`{decision['champion']}`" if decision["champion"] else "none"
+    frozen = " (MNIST's own, frozen)" if decision["test_set"] == FROZEN_TEST_SET else ""
     return [
         "## Champion gate",
         "",
         f"**{'Promoted to champion' if decision['promote'] else 'Not promoted'}**: "
         f"{decision['reason']}.",
         "",
-        f"Both measured on test set `{decision['test_set']}`.",
+        f"Test set `{decision['test_set']}`{frozen}.",
         "",
         "| | model | test accuracy | test loss |", "|---|---|---|---|",
         f"| challenger (this run) | | {number(decision['challenger_accuracy'])} | "

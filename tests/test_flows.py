@@ -93,7 +93,7 @@ def test_report_artifacts_embed_the_plots(first_run):
     assert report.count("](data:image/png;base64,") == 3
     assert "## Model" in report and "104,938" in report  # model.summary(), as the tutorial prints
     assert f"]({Path(first_run['model_path']).resolve().as_uri()})" in report  # a link to the model
-    assert f"Both measured on test set `{FROZEN_TEST_SET}`" in report
+    assert f"Test set `{FROZEN_TEST_SET}` (MNIST's own, frozen)" in report
     assert "Promoted to champion" in report and "no champion yet" in report
     assert f"{first_run['test_accuracy']:.4f}" in report
     tables = {a.key: json.loads(a.data) for a in artifacts if a.type == "table"}
