@@ -54,17 +54,19 @@ def check_layout(arrays: Arrays, source: str) -> None:
                             f"uint8 labels in 0–9.")
 
 
-def verify(arrays: Arrays, source: str, allow_unverified: bool) -> bool:
-    """True if the arrays are the real MNIST; raise unless the caller accepts unknown data."""
+def verify(arrays: Arrays, source: str, allow_unverified: bool) -> tuple[bool, dict[str, str]]:
+    """(whether the arrays are the real MNIST, their fingerprints); raises unless the caller
+    accepts unknown data."""
     check_layout(arrays, source)
-    wrong = [n for n, fp in fingerprints(arrays).items() if fp != mnist.FINGERPRINTS[n]]
+    found = fingerprints(arrays)
+    wrong = [n for n, fp in found.items() if fp != mnist.FINGERPRINTS[n]]
     if wrong and not allow_unverified:
         raise DataError(
             f"{source}: {', '.join(wrong)} do not match the MNIST fingerprints, so this is not the "
             f"official data set (or it was altered). Point --data at an untouched copy, or delete "
             f"the file and let digitflow fetch it again; pass --allow-unverified-data only if you "
             f"mean to train on different data.")
-    return not wrong
+    return not wrong, found
 
 
 # Sources -------------------------------------------------------------------------------------
@@ -215,10 +217,6 @@ def save_arrays(path: Path, arrays: Arrays) -> None:
         np.savez(tmp, **{name: arrays[name] for name in mnist.ARRAY_NAMES})
 
 
-def dataset_fingerprint(arrays: Arrays) -> str:
-    return content_key(fingerprints(arrays))
-
-
 def test_set_fingerprint(array_fingerprints: dict[str, str]) -> str:
     return content_key(array_fingerprints["x_test"], array_fingerprints["y_test"])
 
@@ -227,8 +225,8 @@ def test_set_fingerprint(array_fingerprints: dict[str, str]) -> str:
 FROZEN_TEST_SET = test_set_fingerprint(mnist.FINGERPRINTS)
 
 
-def described(source: str, path: str, arrays: Arrays, verified: bool) -> dict:
-    found = fingerprints(arrays)
+def described(source: str, path: str, found: dict[str, str], verified: bool) -> dict:
+    """What ensure_mnist returns, from the arrays' fingerprints (each array hashed once)."""
     return {"path": path, "fingerprint": content_key(found), "verified": verified,
             "source": source, "test_set": test_set_fingerprint(found)}
 
@@ -241,26 +239,25 @@ def ensure_mnist(paths: Paths, data: Path | None = None, allow_unverified: bool 
         source = str(paths.raw_mnist)
         arrays = from_npz(paths.raw_mnist)
         try:
-            verify(arrays, source, allow_unverified=False)
+            _, found = verify(arrays, source, allow_unverified=False)
         except DataError as exc:
             raise DataError(f"{exc} (delete {paths.raw_mnist} to rebuild it from a verified "
                             f"source)") from exc
-        return described(source, source, arrays, verified=True)
+        return described(source, source, found, verified=True)
 
     if data is not None:
         source, arrays = str(data), from_user_path(Path(data))
     else:
         source, arrays = first_available_source(paths, log)
 
-    verified = verify(arrays, source, allow_unverified)
-    target = paths.raw_mnist if verified else \
-        paths.raw / f"unverified-{dataset_fingerprint(arrays)}.npz"
+    verified, found = verify(arrays, source, allow_unverified)
+    target = paths.raw_mnist if verified else paths.raw / f"unverified-{content_key(found)}.npz"
     if not target.exists():
         save_arrays(target, arrays)
         log(f"wrote {target} from {source}")
     if not verified:
         log(f"WARNING: {source} is not the official MNIST; using it because it was allowed")
-    return described(source, str(target), arrays, verified)
+    return described(source, str(target), found, verified)
 
 
 def first_available_source(paths: Paths, log) -> tuple[str, Arrays]:
