@@ -2,6 +2,7 @@
 
 import json
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -94,14 +95,14 @@ def test_a_reader_never_sees_a_half_written_champion(paths):
             seen.append(resolve_model(paths, None).parent.name)  # raises on a torn pointer
             json.loads(paths.champion.read_text())
 
-    reader = threading.Thread(target=read_champion)
-    reader.start()
-    try:
-        for i in range(200):
-            promote(paths, ("bbbbbbbbbbbb", "aaaaaaaaaaaa")[i % 2], "flip")
-    finally:
-        done.set()
-        reader.join()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        reader = pool.submit(read_champion)
+        try:
+            for i in range(200):
+                promote(paths, ("bbbbbbbbbbbb", "aaaaaaaaaaaa")[i % 2], "flip")
+        finally:
+            done.set()
+        reader.result()  # re-raises whatever the reader hit
     assert set(seen) <= {"aaaaaaaaaaaa", "bbbbbbbbbbbb"} and len(seen) > 10
 
 
