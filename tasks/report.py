@@ -6,12 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from tasks.images import decode, grayscale, preprocess
 from tasks.ingest import FROZEN_TEST_SET
 
 
@@ -127,6 +125,10 @@ def publish_sweep_report(table: dict, best: dict) -> None:
 
 def thumbnails(file: Path) -> tuple[str, str]:
     """Data URIs of the picture as it is and of the 28×28 input the model received."""
+    from PIL import Image  # with scipy (tasks.images), only for a scoring report: 0.5 s of imports
+
+    from tasks.images import decode, grayscale, preprocess
+
     data = file.read_bytes()
     # Through grayscale(): transparent pictures shown on paper, not on black.
     picture = Image.fromarray((grayscale(decode(data)) * 255).astype(np.uint8))
@@ -135,7 +137,7 @@ def thumbnails(file: Path) -> tuple[str, str]:
     return png_uri(picture), png_uri(seen)
 
 
-def png_uri(image: Image.Image) -> str:
+def png_uri(image) -> str:
     out = io.BytesIO()
     image.save(out, "PNG")
     return png_data_uri(out.getvalue())

@@ -2,7 +2,9 @@
 
 A step's outputs are valid only when the manifest written after them exists and every file it
 lists still has the recorded size and SHA-256. Anything deleted or truncated behind the cache's
-back therefore reads as a miss and is recomputed, never loaded.
+back therefore reads as a miss and is recomputed, never loaded. A file whose size, mtime, ctime
+and inode are all as recorded is not hashed again (git's index does the same): every write or
+replacement changes at least one of them.
 """
 
 import hashlib
@@ -35,6 +37,20 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def stamp(path: Path) -> list[int] | None:
+    """What any write or replacement of `path` changes; None where timestamps are whole seconds
+    (FAT, some network filesystems), too coarse to tell two writes apart."""
+    s = path.stat()
+    if s.st_mtime_ns % 1_000_000_000 == 0:
+        return None
+    return [s.st_size, s.st_mtime_ns, s.st_ctime_ns, s.st_ino]
+
+
+# Writes get the kernel's coarse clock (a tick of at most 10 ms) as mtime. Recording a stamp this
+# long after the newest write means any later write gets a later mtime.
+TICK_NS = 20_000_000
 
 
 @contextmanager
@@ -95,10 +111,13 @@ def write_parquet(frame: pandas.DataFrame, path: Path) -> None:
 
 
 def write_manifest(manifest: Path, files: dict[str, Path], **info: object) -> dict:
-    """Record `files` (name → path) with size and SHA-256, plus any small JSON-able `info`."""
+    """Record `files` (name → path) with size, SHA-256 and stamp, plus any small JSON-able `info`."""
+    newest = max((p.stat().st_mtime_ns for p in files.values()), default=0)
+    time.sleep(max(0, newest + TICK_NS - time.time_ns()) / 1e9)
     record = {
         "files": {
-            name: {"path": str(p), "size": p.stat().st_size, "sha256": file_sha256(p)}
+            name: {"path": str(p), "size": p.stat().st_size, "sha256": file_sha256(p),
+                   "stamp": stamp(p)}
             for name, p in files.items()
         },
         **info,
@@ -113,6 +132,8 @@ def read_manifest(manifest: Path) -> dict | None:
         record = json.loads(manifest.read_text())
         for entry in record["files"].values():
             p = Path(entry["path"])
+            if entry.get("stamp") is not None and entry["stamp"] == stamp(p):
+                continue  # untouched since it was hashed
             if p.stat().st_size != entry["size"] or file_sha256(p) != entry["sha256"]:
                 return None
     except (OSError, ValueError, KeyError, TypeError):

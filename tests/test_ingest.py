@@ -55,6 +55,17 @@ def test_tampered_raw_copy_is_refused_with_what_to_do(root, mnist):
         ensure_mnist(Paths(root))
 
 
+def test_raw_copy_is_verified_once_and_again_after_any_change(root, mnist, monkeypatch):
+    first = ensure_mnist(Paths(root))
+    verify = ingest.verify
+    monkeypatch.setattr(ingest, "verify", lambda *_: pytest.fail("verified again, unchanged"))
+    assert ensure_mnist(Paths(root)) == first
+    monkeypatch.setattr(ingest, "verify", verify)
+    save_npz(root / "data/raw/mnist.npz", dict(mnist, y_test=(mnist["y_test"] + 1) % 10))
+    with pytest.raises(DataError, match="y_test do not match"):
+        ensure_mnist(Paths(root))
+
+
 def test_unverified_data_only_when_allowed_and_kept_apart(tmp_path, mnist):
     other = dict(mnist, y_train=np.roll(mnist["y_train"], 1))
     path = save_npz(tmp_path / "other.npz", other)

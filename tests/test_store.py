@@ -2,6 +2,9 @@
 
 import pytest
 
+import os
+
+from tasks import store
 from tasks.store import atomic_path, cached_step, content_key, read_manifest
 
 
@@ -35,6 +38,21 @@ def test_damaged_output_is_recomputed_not_loaded(tmp_path, damage):
     assert read_manifest(tmp_path / "m.json") is None
     again = cached_step(tmp_path / "m.json", False, producer(out, calls))
     assert len(calls) == 2 and not again["cached"]
+
+
+def test_an_untouched_output_is_not_read_again(tmp_path, monkeypatch):
+    cached_step(tmp_path / "m.json", False, producer(tmp_path / "out.bin", []))
+    monkeypatch.setattr(store, "file_sha256", lambda path: pytest.fail(f"{path} was hashed again"))
+    assert read_manifest(tmp_path / "m.json")["answer"] == 42
+
+
+def test_a_rewrite_that_restores_size_and_mtime_is_still_caught(tmp_path):
+    out = tmp_path / "out.bin"
+    cached_step(tmp_path / "m.json", False, producer(out, []))
+    before = out.stat()
+    out.write_bytes(b"X" + out.read_bytes()[1:])
+    os.utime(out, ns=(before.st_atime_ns, before.st_mtime_ns))  # the ctime still moves
+    assert read_manifest(tmp_path / "m.json") is None
 
 
 def test_refresh_recomputes(tmp_path):
