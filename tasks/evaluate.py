@@ -41,6 +41,13 @@ def evaluation_tables(y: np.ndarray, prob: np.ndarray) -> dict:
             "predictions": predictions}
 
 
+def per_class_rows(per_class: pd.DataFrame) -> list[dict]:
+    # Plain Python values: JSON for the cache record, and table artifacts reject numpy scalars.
+    return [{"digit": int(r.digit), "precision": round(float(r.precision), 4),
+             "recall": round(float(r.recall), 4), "f1": round(float(r.f1), 4),
+             "support": int(r.support)} for r in per_class.itertuples()]
+
+
 def evaluated_model(paths: Paths, trained: dict, normalized: dict, refresh: bool) -> dict:
     key = content_key("evaluate", trained["version"], normalized["key"],
                       code_version(__name__))
@@ -58,7 +65,9 @@ def evaluated_model(paths: Paths, trained: dict, normalized: dict, refresh: bool
         for name in ("per_class", "confusion", "predictions"):
             files[name] = out / f"{name}.parquet"
             write_parquet(tables[name], files[name])
-        return {"files": files, "key": key, **tables["metrics"]}
+        # In the record too, so a cached run's report reads no Parquet (pyarrow: 0.45 s to import)
+        return {"files": files, "key": key, **tables["metrics"],
+                "per_class": per_class_rows(tables["per_class"])}
 
     return cached_step(paths.cache / f"evaluate-{key}.json", refresh, produce)
 

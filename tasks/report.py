@@ -5,7 +5,6 @@ import io
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
@@ -86,13 +85,6 @@ def training_markdown(metadata: dict, plots: dict, decision: dict, summary: str)
     return "\n".join(lines)
 
 
-def per_class_rows(per_class: pd.DataFrame) -> list[dict]:
-    # Table artifacts take plain Python values only (numpy scalars raise TypeError).
-    return [{"digit": int(r.digit), "precision": round(float(r.precision), 4),
-             "recall": round(float(r.recall), 4), "f1": round(float(r.f1), 4),
-             "support": int(r.support)} for r in per_class.itertuples()]
-
-
 @task(name="publish-training-report", cache_policy=NO_CACHE)
 def publish_training_report(metadata: dict, trained: dict, evaluated: dict, plots: dict,
                             decision: dict, models: list[dict]) -> None:
@@ -103,8 +95,7 @@ def publish_training_report(metadata: dict, trained: dict, evaluated: dict, plot
                                  Path(trained["files"]["summary"]["path"]).read_text()),
                              description=f"test accuracy {accuracy:.4f}; "
                                          f"{'promoted' if decision['promote'] else 'not promoted'}")
-    per_class = pd.read_parquet(evaluated["files"]["per_class"]["path"])
-    create_table_artifact(key=f"per-class-metrics-{metadata['preset']}", table=per_class_rows(per_class),
+    create_table_artifact(key=f"per-class-metrics-{metadata['preset']}", table=evaluated["per_class"],
                           description=f"model {metadata['model_version']}")
     # One key across retrains: its versions on the Artifacts page are the accuracy history.
     create_table_artifact(key="model-versions", table=[
