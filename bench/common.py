@@ -16,7 +16,8 @@ BIN = REPO / ".venv" / "bin"
 
 
 def run(cmd: list[str], env: dict | None = None, cwd: Path | None = None) -> dict:
-    """Run `cmd`; its wall seconds, peak RSS (MiB) and the JSON of its last stdout line."""
+    """Run `cmd`; its wall seconds, CPU seconds, peak RSS (MiB) and the JSON of its last stdout
+    line."""
     started = time.perf_counter()
     process = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, cwd=cwd,
                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
@@ -26,7 +27,19 @@ def run(cmd: list[str], env: dict | None = None, cwd: Path | None = None) -> dic
     if status != 0:
         raise SystemExit(f"{' '.join(map(str, cmd))} failed (status {status})")
     last = out.strip().splitlines()[-1] if out.strip() else "{}"
-    return {"wall": wall, "rss_mib": usage.ru_maxrss / 1024, "result": json.loads(last)}
+    return {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "rss_mib": usage.ru_maxrss / 1024,
+            "result": json.loads(last)}
+
+
+def fixed_costs(env: dict) -> dict:
+    """What any command built on Prefect and Keras pays before its first step, however it is
+    written: each import as its own process (wall and CPU seconds). `server` is what Prefect's
+    temporary server imports before it can answer (prefect.server.api.server)."""
+    costs = {}
+    for name, modules in (("prefect", "prefect"), ("keras+prefect", "keras, prefect"),
+                          ("server", "prefect.server.api.server")):
+        costs[name] = run([str(BIN / "python"), "-c", f"import {modules}"], env)
+    return costs
 
 
 def bench_root() -> Path:

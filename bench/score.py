@@ -11,6 +11,7 @@ measures peak memory for 5,000 against 50,000 images. Needs about 2 GB of disk a
 import argparse
 import io
 import json
+import os
 import statistics
 import sys
 from pathlib import Path
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from common import BIN, REPO, bench_root, digitflow_env, run
+from common import BIN, REPO, bench_root, digitflow_env, fixed_costs, prefect_server, run
 
 sys.path.insert(0, str(REPO))
 from tasks.demo import make_demo_folder  # noqa: E402
@@ -43,7 +44,7 @@ def score(root: Path, folder: Path, model: str, scorer: str) -> dict:
 
 
 def compare(name: str, root: Path, small: Path, large: Path, n_small: int, n_large: int,
-            model: str, repeat: int) -> None:
+            model: str, repeat: int, costs: dict) -> dict:
     """End to end on the small folder, and the steady rate from the difference to the large one.
 
     The difference removes what a run pays once whatever its size (Python, TensorFlow, Prefect's
@@ -73,7 +74,36 @@ def compare(name: str, root: Path, small: Path, large: Path, n_small: int, n_lar
     ratio = [rates["digitflow"][i] / rates["baseline"][i] for i in range(3)]
     print(f"  ratio digitflow / baseline: end to end {ratio[0]:.2f}, steady {ratio[1]:.2f},"
           f" work {ratio[2]:.2f} (target >= 1.5)")
+    best_possible(runs["baseline", small], costs)
+    served(root, small, n_small, model, repeat, rates["baseline"][0])
     return rates
+
+
+def best_possible(baseline: list[dict], costs: dict) -> None:
+    """The best end-to-end ratio any scorer built on Prefect and Keras could reach here: the
+    imports' CPU plus the baseline's own work (a floor: digitflow does more per image), spread
+    perfectly over every core, against the baseline's wall."""
+    wall = statistics.median(r["wall"] for r in baseline)
+    work = statistics.median(r["result"]["work_seconds"] for r in baseline)
+    imports = costs["keras+prefect"]["cpu"]
+    for setting, cpu in (("Prefect's temporary server", imports + costs["server"]["cpu"]),
+                         ("a running Prefect server", imports)):
+        floor = (cpu + work) / os.cpu_count()
+        print(f"  best end to end possible with {setting}: {wall / floor:.2f}× the baseline "
+              f"({cpu:.1f} CPU s of imports + {work:.1f} s of the baseline's work, "
+              f"over {os.cpu_count()} cores)")
+
+
+def served(root: Path, folder: Path, n: int, model: str, repeat: int, baseline_rate: float) -> None:
+    """digitflow score end to end against a running `prefect server start` (as under `make serve`
+    or a deployment's worker): no temporary server to start."""
+    with prefect_server(root) as api:
+        env = {**digitflow_env(root), "PREFECT_API_URL": api}
+        walls = [run([str(BIN / "digitflow"), "score", str(folder), "--model", model, "--output",
+                      str(root / "served.parquet")], env, cwd=root)["wall"] for _ in range(repeat)]
+    rate = n / statistics.median(walls)
+    print(f"  digitflow score with a running Prefect server: {n} images, end to end {rate:.0f}/s "
+          f"= {rate / baseline_rate:.2f}× the baseline (walls {[round(w, 1) for w in walls]})")
 
 
 def main() -> None:
@@ -87,16 +117,17 @@ def main() -> None:
     with np.load(root / "data" / "raw" / "mnist.npz", allow_pickle=False) as npz:
         x, y = npz["x_test"], npz["y_test"]
     run([str(BIN / "digitflow"), "train", "--limit", "10000", "--epochs", "2"], env, cwd=root)
+    costs = fixed_costs(env)
     model = json.loads((root / "artifacts" / "models" / "latest.json").read_text())["model_path"]
 
     pngs = compare("(a) 28×28 PNGs", root, png_folder(root / "pngs", x, args.images),
                    png_folder(root / "pngs-3x", x, 3 * args.images), args.images, 3 * args.images,
-                   model, args.repeat)
+                   model, args.repeat, costs)
     scans, scans_3x = root / "scans", root / "scans-3x"
     make_demo_folder(x, y, scans, count=args.scans, bad_files=False)
     make_demo_folder(x, y, scans_3x, count=3 * args.scans, bad_files=False)
     compare("(b) scan-like pictures, mixed formats", root, scans, scans_3x, args.scans,
-            3 * args.scans, model, args.repeat)
+            3 * args.scans, model, args.repeat, costs)
 
     small = png_folder(root / "loop", x, 300)
     loop = run([sys.executable, str(REPO / "bench" / "baseline_scorer.py"), str(small), model,
