@@ -5,6 +5,7 @@ prefect.yaml (which `prefect deploy` must accept), the run pages looked at in a 
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -34,12 +35,19 @@ def team(tmp_path_factory, mnist_npz, prefect_server):
     prefect(env, "--no-prompt", "deployment", "schedule", "pause", "--all")
     with open(prefect_server["home"] / "worker.log", "w") as log:
         worker = subprocess.Popen([BIN / "prefect", "worker", "start", "--pool", "digitflow"],
-                                  env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+                                  env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
         try:
             yield {**prefect_server, "env": env, "root": root}
         finally:
+            # It may ignore SIGTERM (its log then says it passed SIGINT on to its worker process,
+            # which stays), as `make stop` finds too: after 10 s its whole group is killed.
             worker.terminate()
-            worker.wait(timeout=60)
+            try:
+                worker.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(worker.pid, signal.SIGKILL)
+                worker.wait()
 
 
 def run_deployment(team: dict, name: str, **params) -> None:
