@@ -18,8 +18,9 @@ from conftest import new_root
 pytestmark = pytest.mark.slow
 
 
-def digitflow(root: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "DIGITFLOW_ROOT": str(root), "PREFECT_HOME": str(root / ".prefect")}
+def digitflow(root: Path, *args: str, **extra_env: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "DIGITFLOW_ROOT": str(root), "PREFECT_HOME": str(root / ".prefect"),
+           **extra_env}
     env.pop("PREFECT_API_URL", None)  # the embedded default, as on a fresh machine
     script = Path(sys.executable).parent / "digitflow"  # the installed console script
     return subprocess.run([str(script), *args], env=env, cwd=root,
@@ -48,6 +49,14 @@ def test_train_then_score_print_json_summaries(cli_root, mnist):
     with closing(sqlite3.connect(cli_root / ".prefect" / "prefect.db")) as db:
         states = dict(db.execute("SELECT id, state_type FROM flow_run"))
     assert states[trained["run_id"]] == "COMPLETED"
+    # The same command again is served from the cache, and loads neither TensorFlow nor
+    # matplotlib (Python lists every module it imports on stderr)
+    again = digitflow(cli_root, "train", "--limit", "2000", "--epochs", "1",
+                      PYTHONPROFILEIMPORTTIME="1")
+    assert last_json(again)["cached_steps"] == ["normalize", "train", "evaluate", "plots"]
+    imported = {line.split("|")[-1].strip().split(".")[0] for line in again.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert "prefect" in imported and not imported & {"tensorflow", "keras", "matplotlib"}
 
     inbox = cli_root / "inbox"
     inbox.mkdir()
