@@ -51,9 +51,10 @@ def score_folder(
     output = None if settings.dataset else settings.output or default_output(paths, settings.folder)
     check_writable(settings.dataset or output.parent)  # before the work, not after
 
-    # Load: the reader processes start while the folder is listed
+    # Load: the reader processes start while the model loads and the folder is listed
     start_readers()
     model_path = resolve_model(paths, settings.model)
+    version = load_scoring_model(model_path)[1]
     found = find_images(folder=settings.folder)
     files = select_unscored(files=Files(found), dataset=settings.dataset, model_path=model_path) \
         if settings.dataset else found
@@ -62,7 +63,6 @@ def score_folder(
     chunks = [Files(files[i:i + settings.chunk_size]) for i in starts]
     parts = [dataset_part(settings.dataset, run_id, i) if settings.dataset else None for i in starts]
     futures = score_images.map(chunks, model_path=unmapped(model_path), first=starts, part=parts)
-    version = load_scoring_model(model_path)[1]  # TensorFlow loads while the first chunks are read
     frames = []
     with progress(len(files), f"scoring {len(files)} images") as advance:
         for future in as_completed(futures):

@@ -4,12 +4,11 @@ The prediction table (one row per image file) is a contract; `SCHEMA` is its def
 """
 
 import functools
-import threading
 from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+import keras
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -34,21 +33,14 @@ SCHEMA = pa.schema(
 )
 
 
-if TYPE_CHECKING:
-    import keras
-
-
 class ModelFileError(ValueError):
     """A model file that will not be loaded, and why."""
 
 
 @functools.lru_cache(maxsize=2)
-def _load(path: str, mtime_ns: int) -> tuple["keras.Model", str]:
+def _load(path: str, mtime_ns: int) -> tuple[keras.Model, str]:
     if not path.endswith(".keras"):
         raise ModelFileError(f"{path}: only .keras model files are loaded (Keras safe mode)")
-    # Imported here: TensorFlow takes seconds, which score-folder spends while the readers work.
-    import keras
-
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as exc:  # Keras raises many kinds; all mean the same to the user
@@ -56,13 +48,9 @@ def _load(path: str, mtime_ns: int) -> tuple["keras.Model", str]:
     return model, model_version(model)
 
 
-_loading = threading.Lock()  # the flow and its task threads may ask at once: load it once
-
-
-def load_scoring_model(path: Path) -> tuple["keras.Model", str]:
+def load_scoring_model(path: Path) -> tuple[keras.Model, str]:
     """The model and its version, loaded once per process (reloaded if the file changes)."""
-    with _loading:
-        return _load(str(path), path.stat().st_mtime_ns)
+    return _load(str(path), path.stat().st_mtime_ns)
 
 
 def score_files(files: list[ImageFile], model_path: Path) -> pd.DataFrame:
@@ -73,7 +61,7 @@ def score_files(files: list[ImageFile], model_path: Path) -> pd.DataFrame:
 PREDICT_BATCH = 1024
 
 
-def predict_batches(model: "keras.Model", inputs: list[np.ndarray]) -> np.ndarray:
+def predict_batches(model: keras.Model, inputs: list[np.ndarray]) -> np.ndarray:
     """Probabilities, PREDICT_BATCH inputs at a time. Not `model.predict`: the same batches give
     the same numbers, without the ~70 ms of set-up each `predict` call costs (per chunk)."""
     if not inputs:
@@ -83,7 +71,7 @@ def predict_batches(model: "keras.Model", inputs: list[np.ndarray]) -> np.ndarra
                            for i in range(0, len(x), PREDICT_BATCH)])
 
 
-def prediction_frame(files: list[ImageFile], read: list[tuple], model: "keras.Model",
+def prediction_frame(files: list[ImageFile], read: list[tuple], model: keras.Model,
                      version: str) -> pd.DataFrame:
     """Table rows from (sha256, model input or None, error or None) per file."""
     probs = predict_batches(model, [x for _, x, _ in read if x is not None])

@@ -6,7 +6,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -148,14 +147,6 @@ def test_version_survives_save_and_load(tmp_path):
     model = build_seed()
     model.save(tmp_path / "m.keras")
     assert load_scoring_model(tmp_path / "m.keras")[1] == model_version(model)
-
-
-def test_a_model_asked_for_by_several_threads_at_once_is_loaded_once(tmp_path):
-    # score-folder's flow loads the model while its task threads may already ask for it.
-    build_seed().save(tmp_path / "m.keras")
-    with ThreadPoolExecutor(4) as pool:
-        models = list(pool.map(lambda _: load_scoring_model(tmp_path / "m.keras")[0], range(4)))
-    assert all(m is models[0] for m in models)
 
 
 def test_summary_counts_and_accuracy_against_labels(folder, model_path, tmp_path):

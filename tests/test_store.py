@@ -1,8 +1,8 @@
 """The cache: hits on intact outputs, recomputes anything deleted or damaged, writes atomically."""
 
-import pytest
-
 import os
+
+import pytest
 
 from tasks import store
 from tasks.store import atomic_path, cached_step, content_key, read_manifest
