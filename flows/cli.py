@@ -1,14 +1,18 @@
 """The `digitflow` console script: one subcommand per job, a JSON summary as the last line."""
 
 import argparse
+import dataclasses
+import inspect
 import json
 import os
 import sys
 from pathlib import Path
 
+from pydantic import BaseModel
+
 from flows import server
 from tasks.presets import PRESETS
-from tasks.settings import SweepSettings
+from tasks.settings import ScoreSettings, SweepSettings, TrainSettings
 
 # Offline, quiet defaults; anything the caller set wins. Set before Prefect or TF is imported.
 ENVIRONMENT = {
@@ -27,51 +31,63 @@ def positive(text: str) -> int:
     return value
 
 
+def defaults(settings: type[BaseModel]) -> dict:
+    """The settings' own defaults, for set_defaults: each option's default is declared once, in
+    tasks.settings (the flows' signatures read them from there too)."""
+    return {name: field.default for name, field in settings.model_fields.items()
+            if not field.is_required()}
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="digitflow", description=__doc__.split("\n")[0])
+    top.set_defaults(workers=None, dask_address=None)  # the commands without cluster options
     commands = top.add_subparsers(dest="command", required=True)
-
+    # `dest` is always the flow's parameter name: the flow is called with what it declares.
     train = commands.add_parser("train", help="train, evaluate and report a model (train-digits flow)")
-    train.add_argument("--preset", default="seed", choices=list(PRESETS),
+    train.set_defaults(handler=train_command, **defaults(TrainSettings))
+    train.add_argument("--preset", choices=list(PRESETS),
                        help="seed: the tutorial's model (default); tuned: regularised dense; cnn")
     train.add_argument("--epochs", type=positive, help="default: the preset's (25 for seed)")
     train.add_argument("--batch-size", type=positive, help="default: the preset's (32 for seed)")
-    train.add_argument("--seed", type=int, default=42, help="random seed (default: 42)")
+    train.add_argument("--seed", type=int, help="random seed (default: %(default)s)")
     train.add_argument("--limit", type=positive, help="train on the first N training images only")
     add_data_options(train)
     train.add_argument("--no-cache", action="store_true", help="rerun every step, ignoring the cache")
-    train.add_argument("--gate-margin", type=float, default=0.0,
+    train.add_argument("--gate-margin", type=float,
                        help="accuracy a new model may lose against the champion and still replace it")
-    train.add_argument("--no-speedups", action="store_true",
+    train.add_argument("--no-speedups", dest="speedups", action="store_false",
                        help="one plain call per batch, no XLA (to check the speedups change nothing)")
 
     score = commands.add_parser("score", help="score every image under FOLDER (score-folder flow)")
+    score.set_defaults(handler=score_command, **defaults(ScoreSettings))
     score.add_argument("folder", type=Path)
-    score.add_argument("--output", type=Path, help="Parquet file (default: under artifacts/predictions/)")
-    score.add_argument("--dataset", type=Path,
-                       help="append to this partitioned dataset, skipping files this model scored")
+    sink = score.add_mutually_exclusive_group()
+    sink.add_argument("--output", type=Path, help="Parquet file (default: under artifacts/predictions/)")
+    sink.add_argument("--dataset", type=Path,
+                      help="append to this partitioned dataset, skipping files this model scored")
     score.add_argument("--model", help=".keras file, model folder or version (default: the champion)")
     score.add_argument("--labels", type=Path, help="CSV with columns path,label: report accuracy")
-    score.add_argument("--chunk-size", type=positive, default=2000, help="images per task (default: 2000)")
-
+    score.add_argument("--chunk-size", type=positive, help="images per task (default: %(default)s)")
     add_cluster_options(score)
 
     sweep = commands.add_parser("sweep", help="train a grid of dense networks, gate the best (sweep-digits flow)")
-    # The field defaults, not SweepSettings(): validating imports Prefect, too early here.
-    grid = {name: field.default for name, field in SweepSettings.model_fields.items()}
-    sweep.add_argument("--hidden", nargs="+", default=grid["hidden"],
-                       help=f"hidden layer sizes, e.g. 128-32 (default: {' '.join(grid['hidden'])})")
-    sweep.add_argument("--batch-size", nargs="+", type=positive, default=grid["batch_sizes"])
-    sweep.add_argument("--learning-rate", nargs="+", type=float, default=grid["learning_rates"])
-    sweep.add_argument("--epochs", nargs="+", type=positive, default=grid["epochs"])
-    sweep.add_argument("--seed", type=int, default=42)
+    sweep.set_defaults(handler=sweep_command, **defaults(SweepSettings))
+    sweep.add_argument("--hidden", nargs="+",
+                       help="hidden layer sizes, e.g. 128-32 (default: %(default)s)")
+    sweep.add_argument("--batch-size", dest="batch_sizes", nargs="+", type=positive,
+                       help="(default: %(default)s)")
+    sweep.add_argument("--learning-rate", dest="learning_rates", nargs="+", type=float,
+                       help="(default: %(default)s)")
+    sweep.add_argument("--epochs", nargs="+", type=positive, help="(default: %(default)s)")
+    sweep.add_argument("--seed", type=int, help="(default: %(default)s)")
     sweep.add_argument("--limit", type=positive, help="train on the first N training images only")
     add_data_options(sweep)
     sweep.add_argument("--no-cache", action="store_true", help="retrain every trial")
-    sweep.add_argument("--gate-margin", type=float, default=0.0)
+    sweep.add_argument("--gate-margin", type=float, help="(default: %(default)s)")
     add_cluster_options(sweep)
 
     predict = commands.add_parser("predict", help="predict a few images, and show what the model saw")
+    predict.set_defaults(handler=predict_command)
     predict.add_argument("files", nargs="*", type=Path)
     predict.add_argument("--model", help=".keras file, model folder or version (default: the champion)")
     predict.add_argument("--show", type=Path, metavar="OUT.png",
@@ -81,23 +97,34 @@ def parser() -> argparse.ArgumentParser:
                          help="predict X_test[INDEX] of the verified test set, as the tutorial does")
 
     models = commands.add_parser("models", help="list model versions; promote one or roll back")
+    models.set_defaults(handler=models_command)
     models.add_argument("action", nargs="?", choices=["list", "promote", "rollback"], default="list")
     models.add_argument("version", nargs="?", help="with promote: the version to make champion")
 
     fetch = commands.add_parser("fetch-data", help="get and verify MNIST into data/raw (no Prefect)")
+    fetch.set_defaults(handler=fetch_data_command, data=None, allow_unverified_data=False)
     add_data_options(fetch)
 
     demo = commands.add_parser("demo-images", help="write a folder of scan-like digit images")
+    demo.set_defaults(handler=demo_images_command)
     demo.add_argument("folder", type=Path, nargs="?", help="default: data/demo")
     demo.add_argument("--count", type=positive, default=300)
     return top
 
 
 def add_cluster_options(command: argparse.ArgumentParser) -> None:
-    command.add_argument("--workers", type=positive, metavar="N",
+    cluster = command.add_mutually_exclusive_group()
+    cluster.add_argument("--workers", type=positive, metavar="N",
                          help="run the tasks on a local Dask cluster of N worker processes")
-    command.add_argument("--dask-address", metavar="tcp://HOST:PORT",
+    cluster.add_argument("--dask-address", metavar="tcp://HOST:PORT",
                          help="run the tasks on an existing Dask cluster (sharing this filesystem)")
+
+
+def add_data_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--data", type=Path,
+                         help="MNIST as a Keras-layout .npz or a folder of the four IDX files")
+    command.add_argument("--allow-unverified-data", action="store_true",
+                         help="use --data even if it does not match the MNIST fingerprints")
 
 
 def on_cluster(flow, args: argparse.Namespace):
@@ -116,70 +143,58 @@ def on_cluster(flow, args: argparse.Namespace):
     return flow.with_options(task_runner=runner)
 
 
-def add_data_options(command: argparse.ArgumentParser) -> None:
-    command.add_argument("--data", type=Path,
-                         help="MNIST as a Keras-layout .npz or a folder of the four IDX files")
-    command.add_argument("--allow-unverified-data", action="store_true",
-                         help="use --data even if it does not match the MNIST fingerprints")
+def run_flow(flow, args: argparse.Namespace, early_server: tuple | None) -> dict:
+    """Call `flow` with the command line's values of the parameters it declares."""
+    declared = inspect.signature(flow.fn).parameters
+    with server.prefect_api(early_server):  # after the imports, which ran while it booted
+        return flow(**{name: value for name, value in vars(args).items() if name in declared})
 
 
-def run(args: argparse.Namespace, early_server: tuple | None = None) -> dict | None:
-    def flow_run(flow, **parameters) -> dict:
-        with server.prefect_api(early_server):  # after the imports, which ran while it booted
-            return flow(**parameters)
+def train_command(args: argparse.Namespace, early_server: tuple | None) -> dict:
+    from flows.train import train_digits
 
-    if args.command == "train":
-        from flows.train import train_digits
+    return run_flow(train_digits, args, early_server)
 
-        return flow_run(train_digits, preset=args.preset, epochs=args.epochs,
-                        batch_size=args.batch_size, seed=args.seed, limit=args.limit,
-                        data=args.data, allow_unverified_data=args.allow_unverified_data,
-                        no_cache=args.no_cache, speedups=not args.no_speedups,
-                        gate_margin=args.gate_margin)
-    if args.command == "score":
-        from flows.score import score_folder
-        from tasks.paths import get_paths
-        from tasks.registry import resolve_model
 
-        resolve_model(get_paths(), args.model)  # no model: say so before Prefect starts
-
-        return flow_run(on_cluster(score_folder, args), folder=args.folder, output=args.output,
-                        model=args.model, labels=args.labels, dataset=args.dataset,
-                        chunk_size=args.chunk_size)
-    if args.command == "sweep":
-        from flows.sweep import sweep_digits
-
-        return flow_run(on_cluster(sweep_digits, args), hidden=args.hidden,
-                        batch_sizes=args.batch_size, learning_rates=args.learning_rate,
-                        epochs=args.epochs, seed=args.seed, limit=args.limit, data=args.data,
-                        allow_unverified_data=args.allow_unverified_data,
-                        no_cache=args.no_cache, gate_margin=args.gate_margin)
-    if args.command == "models":
-        return manage_models(args)
-    if args.command == "predict":
-        return predict(args)
-
-    from tasks.ingest import ensure_mnist
+def score_command(args: argparse.Namespace, early_server: tuple | None) -> dict:
+    from flows.score import score_folder
     from tasks.paths import get_paths
+    from tasks.registry import resolve_model
 
-    paths = get_paths()
-    dataset = ensure_mnist(paths, args.data if args.command == "fetch-data" else None,
-                           getattr(args, "allow_unverified_data", False),
-                           log=lambda m: print(m, file=sys.stderr))
-    if args.command == "fetch-data":
-        return dataset
+    resolve_model(get_paths(), args.model)  # no model: say so before Prefect starts
+    return run_flow(on_cluster(score_folder, args), args, early_server)
 
+
+def sweep_command(args: argparse.Namespace, early_server: tuple | None) -> dict:
+    from flows.sweep import sweep_digits
+
+    return run_flow(on_cluster(sweep_digits, args), args, early_server)
+
+
+def fetch_data_command(args: argparse.Namespace, _early_server: None) -> dict:
+    return dataclasses.asdict(verified_mnist(args.data, args.allow_unverified_data))
+
+
+def demo_images_command(args: argparse.Namespace, _early_server: None) -> dict:
     import numpy as np
 
     from tasks.demo import make_demo_folder
+    from tasks.paths import get_paths
 
-    folder = args.folder or paths.demo_images
-    with np.load(dataset["path"], allow_pickle=False) as npz:
+    folder = args.folder or get_paths().demo_images
+    with np.load(verified_mnist().path, allow_pickle=False) as npz:
         labels = make_demo_folder(npz["x_test"], npz["y_test"], folder, args.count)
     return {"folder": str(folder), "images": len(labels), "labels": str(folder / "labels.csv")}
 
 
-def predict(args: argparse.Namespace) -> None:
+def verified_mnist(data: Path | None = None, allow_unverified: bool = False):
+    from tasks.ingest import ensure_mnist
+    from tasks.paths import get_paths
+
+    return ensure_mnist(get_paths(), data, allow_unverified, log=lambda m: print(m, file=sys.stderr))
+
+
+def predict_command(args: argparse.Namespace, _early_server: None) -> None:
     """One line (or JSON object) per file on stdout; unreadable files say why on their line."""
     from tasks.paths import get_paths
     from tasks.predict import describe, predict_images, row_json
@@ -200,7 +215,7 @@ def predict(args: argparse.Namespace) -> None:
         print(f"wrote {args.show}", file=sys.stderr)
 
 
-def manage_models(args: argparse.Namespace) -> dict:
+def models_command(args: argparse.Namespace, _early_server: None) -> dict:
     from tasks import registry
     from tasks.paths import get_paths
 
@@ -225,14 +240,15 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault(name, value)
     # A flow's command starts Prefect's temporary server first, to boot while the imports run;
     # on Dask, Prefect's own start-up is kept (see on_cluster).
-    dask = getattr(args, "workers", None) or getattr(args, "dask_address", None)
-    early = server.start() if args.command in ("train", "score", "sweep") and not dask else None
-    if args.command == "score" and not dask:
+    flow_command = args.command in ("train", "score", "sweep")
+    on_dask = bool(args.workers or args.dask_address)
+    early = server.start() if flow_command and not on_dask else None
+    if args.command == "score" and not on_dask:
         from tasks.files import start_readers
 
         start_readers()  # the reader processes import while this one does
     try:
-        result = run(args, early)
+        result = args.handler(args, early)
     except Exception as exc:  # the run failed: say why in one line, exit non-zero
         print(f"digitflow {args.command}: error: {exc}", file=sys.stderr)
         return 1

@@ -15,7 +15,7 @@ from tasks.progress import progress
 from tasks.registry import read_pointer, resolve_model
 from tasks.report import publish_scoring_report, tag_run
 from tasks.score import (
-    dataset_part, default_output, find_images, load_scoring_model, score_images, select_unscored,
+    find_images, load_scoring_model, score_images, scoring_sink, select_unscored,
     write_predictions)
 from tasks.settings import ScoreSettings
 from tasks.store import check_writable
@@ -34,44 +34,45 @@ def score_run_name() -> str:
 
 # Two chunks in flight: one being read by the worker processes while the other is predicted.
 # Unbounded, every chunk of a large folder would be decoded at once and memory would grow with it.
+DEFAULTS = {name: field.default for name, field in ScoreSettings.model_fields.items()}
+
+
 @flow(name="score-folder", flow_run_name=score_run_name, task_runner=ThreadPoolTaskRunner(max_workers=2))
 def score_folder(
     folder: Path,
-    output: Path | None = None,
-    model: Path | None = None,
-    labels: Path | None = None,
-    dataset: Path | None = None,
-    chunk_size: int = 2000,
+    output: Path | None = DEFAULTS["output"],
+    model: Path | None = DEFAULTS["model"],
+    labels: Path | None = DEFAULTS["labels"],
+    dataset: Path | None = DEFAULTS["dataset"],
+    chunk_size: int = DEFAULTS["chunk_size"],
 ) -> dict:
+    settings = ScoreSettings(**locals())  # the parameters above (all there is so far), validated
     started = time.perf_counter()
-    settings = ScoreSettings(folder=folder, output=output, model=model, labels=labels,
-                             dataset=dataset, chunk_size=chunk_size)
     paths = get_paths()
     run_id = str(flow_run.id)
-    output = None if settings.dataset else settings.output or default_output(paths, settings.folder)
-    check_writable(settings.dataset or output.parent)  # before the work, not after
+    sink = scoring_sink(paths, settings)
+    check_writable(sink.folder)  # before the work, not after
 
     # Load: the reader processes start while the model loads and the folder is listed
     start_readers()
     model_path = resolve_model(paths, settings.model)
     version = load_scoring_model(model_path)[1]
     found = find_images(folder=settings.folder)
-    files = select_unscored(files=Files(found), dataset=settings.dataset, model_path=model_path) \
-        if settings.dataset else found
+    files = select_unscored(files=Files(found), sink=sink, version=version)
     # Score: a few thousand images per task, never one task per image
     starts = range(0, len(files), settings.chunk_size)
     chunks = [Files(files[i:i + settings.chunk_size]) for i in starts]
-    parts = [dataset_part(settings.dataset, run_id, i) if settings.dataset else None for i in starts]
-    futures = score_images.map(chunks, model_path=unmapped(model_path), first=starts, part=parts)
+    futures = score_images.map(chunks, model_path=unmapped(model_path), first=starts,
+                               part=[sink.part(run_id, i) for i in starts])
     frames = []
     with progress(len(files), f"scoring {len(files)} images") as advance:
         for future in as_completed(futures):
             frames.append(future.result())
             advance(len(frames[-1]))
     # Write
-    summary = write_predictions(frames=frames, output=output, labels=settings.labels)
+    summary = write_predictions(frames=frames, sink=sink, labels=settings.labels)
     # Report
-    summary |= {"output": str(settings.dataset or output), "folder": str(settings.folder),
+    summary |= {"output": str(sink.location), "folder": str(settings.folder),
                 "found": len(found), "skipped": len(found) - len(files), "model_path": str(model_path),
                 "model_version": version,
                 "run_id": run_id, "seconds": round(time.perf_counter() - started, 2)}

@@ -14,10 +14,10 @@ from tasks.normalize import normalize
 from tasks.paths import get_paths
 from tasks.report import publish_sweep_report
 from tasks.settings import SweepSettings
-from tasks.sweep import record_trials, register_best, train_trial, trial_grid
+from tasks.sweep import best_trial, record_trials, register_best, train_trial, trial_grid
 
 
-DEFAULTS = SweepSettings()  # the grid's defaults are SweepSettings'; the CLI uses them too
+DEFAULTS = SweepSettings()  # the one place the defaults live; the CLI and the UI's form show them
 
 
 def sweep_run_name() -> str:
@@ -32,18 +32,15 @@ def sweep_digits(
     batch_sizes: list[int] = DEFAULTS.batch_sizes,
     learning_rates: list[float] = DEFAULTS.learning_rates,
     epochs: list[int] = DEFAULTS.epochs,
-    seed: int = 42,
-    limit: int | None = None,
-    data: Path | None = None,
-    allow_unverified_data: bool = False,
-    no_cache: bool = False,
-    gate_margin: float = 0.0,
+    seed: int = DEFAULTS.seed,
+    limit: int | None = DEFAULTS.limit,
+    data: Path | None = DEFAULTS.data,
+    allow_unverified_data: bool = DEFAULTS.allow_unverified_data,
+    no_cache: bool = DEFAULTS.no_cache,
+    gate_margin: float = DEFAULTS.gate_margin,
 ) -> dict:
+    settings = SweepSettings(**locals())  # the parameters above (all there is so far), validated
     started = time.perf_counter()
-    settings = SweepSettings(hidden=hidden, batch_sizes=batch_sizes, learning_rates=learning_rates,
-                             epochs=epochs, seed=seed, limit=limit, data=data,
-                             allow_unverified_data=allow_unverified_data, no_cache=no_cache,
-                             gate_margin=gate_margin)
     paths = get_paths()
 
     # Load
@@ -58,13 +55,14 @@ def sweep_digits(
         paths=unmapped(paths), normalized=unmapped(normalized), trial=grid,
         seed=unmapped(settings.seed), refresh=unmapped(settings.no_cache))]
     table = record_trials(paths=paths, trials=trials, sweep_id=str(flow_run.id)[:8])
-    best = register_best(paths=paths, trials=trials)
+    best = best_trial(trials)
     publish_sweep_report(table=table, best=best)
     # Evaluate the best once on the test set, gate and report
-    return {**evaluate_and_gate(paths=paths, dataset=dataset, normalized=normalized, trained=best,
-                                limit=settings.limit, gate_margin=settings.gate_margin,
-                                refresh=settings.no_cache),
-            "trials": len(trials), "best_trial": best["trial"], "val_accuracy": best["val_accuracy"],
+    registered = register_best(paths=paths, best=best)
+    return {**evaluate_and_gate(paths=paths, dataset=dataset, normalized=normalized,
+                                trained=registered, limit=settings.limit,
+                                gate_margin=settings.gate_margin, refresh=settings.no_cache),
+            "trials": len(trials), "best_trial": best.number, "val_accuracy": best.val_accuracy,
             "trials_table": table["path"], "run_id": str(flow_run.id),
             "seconds": round(time.perf_counter() - started, 2)}
 

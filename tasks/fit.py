@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from tasks.evaluate import cross_entropy
+from tasks.metrics import cross_entropy
 from tasks.store import atomic_path
 
 EVAL_BATCH = 2048  # forward passes only: batch size changes nothing but the speed

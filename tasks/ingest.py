@@ -23,6 +23,7 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks import mnist
 from tasks.paths import Paths
+from tasks.records import MnistCopy
 from tasks.store import atomic_path, cached_step, content_key, file_sha256
 
 Arrays = dict[str, np.ndarray]
@@ -217,38 +218,29 @@ def save_arrays(path: Path, arrays: Arrays) -> None:
         np.savez(tmp, **{name: arrays[name] for name in mnist.ARRAY_NAMES})
 
 
-def test_set_fingerprint(array_fingerprints: dict[str, str]) -> str:
-    return content_key(array_fingerprints["x_test"], array_fingerprints["y_test"])
-
-
-# The champion gate compares models on this test set only: MNIST's own 10,000 test images.
-FROZEN_TEST_SET = test_set_fingerprint(mnist.FINGERPRINTS)
-
-
-def described(source: str, path: str, found: dict[str, str], verified: bool) -> dict:
+def described(source: str, path: str, found: dict[str, str], verified: bool) -> MnistCopy:
     """What ensure_mnist returns, from the arrays' fingerprints (each array hashed once)."""
-    return {"path": path, "fingerprint": content_key(found), "verified": verified,
-            "source": source, "test_set": test_set_fingerprint(found)}
+    return MnistCopy(path=path, fingerprint=content_key(found), verified=verified, source=source,
+                     test_set=mnist.test_set_fingerprint(found))
 
 
-def verify_raw_copy(raw: Path) -> dict:
+def verify_raw_copy(raw: Path) -> tuple[dict[str, Path], dict]:
     try:
         _, found = verify(from_npz(raw), str(raw), allow_unverified=False)
     except DataError as exc:
         raise DataError(f"{exc} (delete {raw} to rebuild it from a verified source)") from exc
-    return {"files": {"raw": raw}, "fingerprints": found}
+    return {"raw": raw}, {"fingerprints": found}
 
 
 def ensure_mnist(paths: Paths, data: Path | None = None, allow_unverified: bool = False,
-                 log=print) -> dict:
-    """Return {path, fingerprint, verified, source, test_set} of a verified (or explicitly
-    allowed) copy."""
+                 log=print) -> MnistCopy:
+    """A verified (or explicitly allowed) copy of MNIST in data/raw."""
     if data is None and paths.raw_mnist.exists():
         source = str(paths.raw_mnist)
         # Verified once; checked again only when the file has changed since (tasks.store).
         record = cached_step(paths.cache / f"verified-mnist-{content_key(mnist.FINGERPRINTS)}.json",
                              False, lambda: verify_raw_copy(paths.raw_mnist))
-        return described(source, source, record["fingerprints"], verified=True)
+        return described(source, source, record.info["fingerprints"], verified=True)
 
     if data is not None:
         source, arrays = str(data), from_user_path(Path(data))
@@ -283,5 +275,5 @@ def first_available_source(paths: Paths, log) -> tuple[str, Arrays]:
 
 
 @task(name="load-mnist", cache_policy=NO_CACHE)
-def load_mnist(paths: Paths, data: Path | None, allow_unverified: bool) -> dict:
+def load_mnist(paths: Paths, data: Path | None, allow_unverified: bool) -> MnistCopy:
     return ensure_mnist(paths, data, allow_unverified, log=get_run_logger().info)

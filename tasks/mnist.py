@@ -1,5 +1,7 @@
 """Facts about MNIST: shapes, classes, and the fingerprints every copy must match."""
 
+from tasks.store import content_key
+
 IMAGE_SHAPE = (28, 28)
 NUM_CLASSES = 10
 TRAIN_SIZE = 60_000
@@ -35,3 +37,12 @@ IDX_FILES = {
     "x_test": ("t10k-images", 2051),
     "y_test": ("t10k-labels", 2049),
 }
+
+
+def test_set_fingerprint(array_fingerprints: dict[str, str]) -> str:
+    """What identifies a test set: its images and labels, whatever the training arrays."""
+    return content_key(array_fingerprints["x_test"], array_fingerprints["y_test"])
+
+
+# The champion gate compares models on this test set: MNIST's own 10,000 test images.
+FROZEN_TEST_SET = test_set_fingerprint(FINGERPRINTS)

@@ -7,6 +7,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.paths import Paths
+from tasks.records import MnistCopy, Normalized
 from tasks.store import atomic_path, cached_step, code_version, content_key
 
 
@@ -27,20 +28,22 @@ def normalize_dataset(raw: Path, out: Path, limit: int | None) -> None:
         np.savez(tmp, **arrays)
 
 
-def normalized_dataset(paths: Paths, dataset: dict, limit: int | None, refresh: bool) -> dict:
-    key = content_key("normalize", dataset["fingerprint"], limit, code_version(__name__))
-    out = paths.normalized / f"mnist-{dataset['fingerprint']}-{key}.npz"
+def normalized_dataset(paths: Paths, dataset: MnistCopy, limit: int | None,
+                       refresh: bool) -> Normalized:
+    key = content_key("normalize", dataset.fingerprint, limit, code_version(__name__))
+    out = paths.normalized / f"mnist-{dataset.fingerprint}-{key}.npz"
 
-    def produce() -> dict:
-        normalize_dataset(Path(dataset["path"]), out, limit)
-        return {"files": {"arrays": out}, "key": key, "limit": limit}
+    def produce() -> tuple[dict[str, Path], dict]:
+        normalize_dataset(Path(dataset.path), out, limit)
+        return {"arrays": out}, {"key": key, "limit": limit}
 
-    return cached_step(paths.cache / f"normalize-{key}.json", refresh, produce)
+    return Normalized(key=key, step=cached_step(paths.cache / f"normalize-{key}.json", refresh,
+                                                produce))
 
 
 @task(name="normalize", cache_policy=NO_CACHE)
-def normalize(paths: Paths, dataset: dict, limit: int | None, refresh: bool) -> dict:
-    record = normalized_dataset(paths, dataset, limit, refresh)
-    get_run_logger().info("normalized arrays: %s%s", record["files"]["arrays"]["path"],
-                          " (cached)" if record["cached"] else "")
-    return record
+def normalize(paths: Paths, dataset: MnistCopy, limit: int | None, refresh: bool) -> Normalized:
+    normalized = normalized_dataset(paths, dataset, limit, refresh)
+    get_run_logger().info("normalized arrays: %s%s", normalized.arrays,
+                          " (cached)" if normalized.step.cached else "")
+    return normalized

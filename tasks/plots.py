@@ -10,6 +10,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.paths import Paths
+from tasks.records import Evaluation, Normalized, StepRecord, TrainedModel
 from tasks.store import cached_step, code_version, content_key, write_bytes
 
 if TYPE_CHECKING:
@@ -76,17 +77,16 @@ def misclassified_figure(x: np.ndarray, predictions: pd.DataFrame, limit: int = 
     return fig
 
 
-def training_plots(paths: Paths, trained: dict, evaluated: dict, normalized: dict,
-                   refresh: bool) -> dict:
-    key = content_key("plots", trained["version"], evaluated["key"],
-                      code_version(__name__))
-    out = Path(trained["files"]["model"]["path"]).parent / "plots"
+def training_plots(paths: Paths, trained: TrainedModel, evaluated: Evaluation,
+                   normalized: Normalized, refresh: bool) -> StepRecord:
+    key = content_key("plots", trained.version, evaluated.key, code_version(__name__))
+    out = trained.folder / "plots"
 
-    def produce() -> dict:
-        history = pd.read_parquet(trained["files"]["history"]["path"])
-        confusion = pd.read_parquet(evaluated["files"]["confusion"]["path"])
-        predictions = pd.read_parquet(evaluated["files"]["predictions"]["path"])
-        with np.load(normalized["files"]["arrays"]["path"], allow_pickle=False) as npz:
+    def produce() -> tuple[dict[str, Path], dict]:
+        history = pd.read_parquet(trained.history_path)
+        confusion = pd.read_parquet(evaluated.confusion_path)
+        predictions = pd.read_parquet(evaluated.predictions_path)
+        with np.load(normalized.arrays, allow_pickle=False) as npz:
             x_test = npz["x_test"]
         figures = {"curves": curves_figure(history), "confusion": confusion_figure(confusion),
                    "misclassified": misclassified_figure(x_test, predictions)}
@@ -94,17 +94,17 @@ def training_plots(paths: Paths, trained: dict, evaluated: dict, normalized: dic
         for name, fig in figures.items():
             files[name] = out / f"{name}.png"
             write_bytes(files[name], png_bytes(fig))
-        return {"files": files, "key": key}
+        return files, {"key": key}
 
     return cached_step(paths.cache / f"plots-{key}.json", refresh, produce)
 
 
 @task(name="plot-training", cache_policy=NO_CACHE)
-def plot_training(paths: Paths, trained: dict, evaluated: dict, normalized: dict,
-                  refresh: bool) -> dict:
-    record = training_plots(paths, trained, evaluated, normalized, refresh)
-    get_run_logger().info("plots in %s", Path(record["files"]["curves"]["path"]).parent)
-    return record
+def plot_training(paths: Paths, trained: TrainedModel, evaluated: Evaluation,
+                  normalized: Normalized, refresh: bool) -> StepRecord:
+    plots = training_plots(paths, trained, evaluated, normalized, refresh)
+    get_run_logger().info("plots in %s", plots.path("curves").parent)
+    return plots
 
 
 def prediction_figure(rows: pd.DataFrame, originals: list, inputs: list) -> "Figure":

@@ -38,7 +38,7 @@ def predict_images(paths: Paths, files: list[Path], model_path: Path,
     if mnist_test is not None:
         # Progress goes to stderr: stdout holds only the predictions (one JSON object each).
         found = ensure_mnist(paths, log=lambda message: print(message, file=sys.stderr))
-        with np.load(found["path"], allow_pickle=False) as npz:
+        with np.load(found.path, allow_pickle=False) as npz:
             x_test = npz["x_test"]
         if not 0 <= mnist_test < len(x_test):
             raise ValueError(f"--mnist-test {mnist_test}: the test set has images 0 to "

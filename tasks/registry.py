@@ -16,8 +16,9 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.ingest import FROZEN_TEST_SET
+from tasks.mnist import FROZEN_TEST_SET
 from tasks.paths import Paths
+from tasks.records import Evaluation, GateDecision, MnistCopy, TrainedModel
 from tasks.store import write_bytes, write_json
 
 LIBRARIES = ("tensorflow-cpu", "tensorflow", "keras", "numpy", "pandas", "scikit-learn", "prefect")
@@ -37,24 +38,27 @@ def library_versions() -> dict[str, str]:
     return found
 
 
-def model_metadata(dataset: dict, trained: dict, evaluated: dict, limit: int | None,
-                   timings: dict[str, float], run_id: str | None) -> dict:
+def model_metadata(dataset: MnistCopy, trained: TrainedModel, evaluated: Evaluation,
+                   limit: int | None, timings: dict[str, float], run_id: str | None) -> dict:
+    """What metadata.json says of a version (a file format: keys stay as they are)."""
     return {
-        "model_version": trained["version"],
-        "model_path": trained["files"]["model"]["path"],
+        "model_version": trained.version,
+        "model_path": str(trained.model_path),
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "data_fingerprint": dataset["fingerprint"],
-        "data_verified": dataset["verified"],
-        "data_source": dataset["source"],
-        "test_set": dataset["test_set"],
-        "preset": trained["fit_settings"]["preset"],
-        "settings": {**trained["fit_settings"], "limit": limit},
-        "seed": trained["fit_settings"]["seed"],
-        "train_images": trained["train_images"],
-        "params": trained["params"],
+        "data_fingerprint": dataset.fingerprint,
+        "data_verified": dataset.verified,
+        "data_source": dataset.source,
+        "test_set": dataset.test_set,
+        "preset": trained.preset,  # None: a sweep trial's network
+        "architecture": trained.architecture,
+        "settings": {**trained.settings, "limit": limit},
+        "seed": trained.settings["seed"],
+        "train_images": trained.train_images,
+        "params": trained.params,
         "libraries": library_versions(),
-        "timings_seconds": {**timings, "fit": trained["fit_seconds"]},
-        "metrics": {k: evaluated[k] for k in ("test_accuracy", "test_loss", "test_images")},
+        "timings_seconds": {**timings, "fit": trained.fit_seconds},
+        "metrics": {"test_accuracy": evaluated.accuracy, "test_loss": evaluated.loss,
+                    "test_images": evaluated.images},
         "run_id": run_id,
     }
 
@@ -101,7 +105,9 @@ def list_models(paths: Paths) -> list[dict]:
         m = read_pointer(meta)
         if m is None:
             continue
-        rows.append({"version": m["model_version"], "preset": m["preset"],
+        # Before sweeps recorded an architecture, their models said preset "dense".
+        rows.append({"version": m["model_version"], "preset": m["preset"] or "sweep",
+                     "architecture": m.get("architecture", m["preset"]),
                      "created_at": m["created_at"], "test_accuracy": m["metrics"]["test_accuracy"],
                      "train_images": m["train_images"], "epochs": m["settings"]["epochs"],
                      "champion": m["model_version"] == champion})
@@ -143,34 +149,33 @@ def rollback(paths: Paths) -> dict:
     return set_champion(paths, target, f"rollback from {current['model_version']}", before)
 
 
-def decide(challenger: dict, champion: dict | None, margin: float) -> dict:
+def decide(challenger: Evaluation, champion: Evaluation | None, margin: float) -> GateDecision:
     """Promote the challenger unless it is worse than the champion by more than `margin`.
 
-    Both are measured on the frozen test set (MNIST's own, by fingerprint): the champion is
-    re-evaluated on this run's test set, and a run on any other test set is never promoted
+    Both are measured on the same test set (this run's: the champion is evaluated again), and
+    only MNIST's own frozen one, by fingerprint: a run on any other test set is never promoted
     automatically.
     """
-    new = challenger["metrics"]["test_accuracy"]
-    numbers = {"challenger_accuracy": new, "champion_accuracy": None, "champion": None,
-               "challenger_loss": challenger["metrics"].get("test_loss"), "champion_loss": None,
-               "test_set": challenger.get("test_set")}
-    if numbers["test_set"] != FROZEN_TEST_SET:
-        return {**numbers, "promote": False,
-                "reason": f"evaluated on test set {numbers['test_set']}, not the frozen MNIST test "
-                          f"set {FROZEN_TEST_SET}, so there is no fair comparison; "
-                          f"`digitflow models promote {challenger['model_version']}` if you mean it"}
+    new = challenger.accuracy
+    numbers = {"challenger": challenger.version, "challenger_accuracy": new,
+               "challenger_loss": challenger.loss, "test_set": challenger.test_set}
+    if challenger.test_set != FROZEN_TEST_SET:
+        return GateDecision(**numbers, promote=False,
+                            reason=f"evaluated on test set {challenger.test_set}, not the frozen "
+                                   f"MNIST test set {FROZEN_TEST_SET}, so there is no fair "
+                                   f"comparison; `digitflow models promote {challenger.version}` "
+                                   f"if you mean it")
     if champion is None:
-        return {**numbers, "promote": True, "reason": "no champion yet"}
-    old = champion["test_accuracy"]
-    numbers.update(champion_accuracy=old, champion_loss=champion.get("test_loss"),
-                   champion=champion["version"])
-    if champion["version"] == challenger["model_version"]:
+        return GateDecision(**numbers, promote=True, reason="no champion yet")
+    old = champion.accuracy
+    numbers.update(champion=champion.version, champion_accuracy=old, champion_loss=champion.loss)
+    if champion.version == challenger.version:
         verdict, reason = False, "the challenger is already the champion"
     elif new >= old - margin:
         verdict, reason = True, f"accuracy {new:.4f} is not worse than {old:.4f} (margin {margin})"
     else:
         verdict, reason = False, f"accuracy {new:.4f} is worse than {old:.4f} (margin {margin})"
-    return {**numbers, "promote": verdict, "reason": reason}
+    return GateDecision(**numbers, promote=verdict, reason=reason)
 
 
 @task(name="record-model", cache_policy=NO_CACHE)
@@ -179,11 +184,12 @@ def record_model_task(paths: Paths, metadata: dict) -> str:
 
 
 @task(name="gate-model", cache_policy=NO_CACHE)
-def gate_model(paths: Paths, metadata: dict, champion: dict | None, margin: float) -> dict:
-    decision = decide(metadata, champion, margin)
-    if decision["promote"]:
-        promote(paths, metadata["model_version"], f"gate: {decision['reason']}")
-    get_run_logger().info("gate: %s %s (%s)", "promoted" if decision["promote"] else "kept champion",
-                          metadata["model_version"] if decision["promote"] else decision["champion"],
-                          decision["reason"])
+def gate_model(paths: Paths, challenger: Evaluation, champion: Evaluation | None,
+               margin: float) -> GateDecision:
+    decision = decide(challenger, champion, margin)
+    if decision.promote:
+        promote(paths, challenger.version, f"gate: {decision.reason}")
+    get_run_logger().info("gate: %s %s (%s)", "promoted" if decision.promote else "kept champion",
+                          challenger.version if decision.promote else decision.champion,
+                          decision.reason)
     return decision

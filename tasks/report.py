@@ -9,7 +9,8 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from tasks.ingest import FROZEN_TEST_SET
+from tasks.mnist import FROZEN_TEST_SET
+from tasks.records import Evaluation, GateDecision, StepRecord, TrainedModel, Trial
 
 
 def png_data_uri(png: bytes) -> str:
@@ -22,34 +23,34 @@ def file_link(path: Path, text: object = None) -> str:
     return f"[{text or path}]({path.resolve().as_uri()})"
 
 
-def gate_lines(decision: dict) -> list[str]:
+def gate_lines(decision: GateDecision) -> list[str]:
     def number(value: float | None) -> str:
         return "—" if value is None else f"{value:.4f}"
 
-    champion = f"`{decision['champion']}`" if decision["champion"] else "none"
-    frozen = " (MNIST's own, frozen)" if decision["test_set"] == FROZEN_TEST_SET else ""
+    champion = f"`{decision.champion}`" if decision.champion else "none"
+    frozen = " (MNIST's own, frozen)" if decision.test_set == FROZEN_TEST_SET else ""
     return [
         "## Champion gate",
         "",
-        f"**{'Promoted to champion' if decision['promote'] else 'Not promoted'}**: "
-        f"{decision['reason']}.",
+        f"**{'Promoted to champion' if decision.promote else 'Not promoted'}**: {decision.reason}.",
         "",
-        f"Test set `{decision['test_set']}`{frozen}.",
+        f"Test set `{decision.test_set}`{frozen}.",
         "",
         "| | model | test accuracy | test loss |", "|---|---|---|---|",
-        f"| challenger (this run) | | {number(decision['challenger_accuracy'])} | "
-        f"{number(decision['challenger_loss'])} |",
-        f"| champion before | {champion} | {number(decision['champion_accuracy'])} | "
-        f"{number(decision['champion_loss'])} |",
+        f"| challenger (this run) | | {number(decision.challenger_accuracy)} | "
+        f"{number(decision.challenger_loss)} |",
+        f"| champion before | {champion} | {number(decision.champion_accuracy)} | "
+        f"{number(decision.champion_loss)} |",
         "",
     ]
 
 
-def training_markdown(metadata: dict, plots: dict, decision: dict, summary: str) -> str:
+def training_markdown(metadata: dict, plots: StepRecord, decision: GateDecision,
+                      summary: str) -> str:
     m, s = metadata["metrics"], metadata["settings"]
     folder = Path(metadata["model_path"]).parent
     lines = [
-        f"# Training report: {metadata['preset']} model `{metadata['model_version']}`",
+        f"# Training report: {metadata['architecture']} model `{metadata['model_version']}`",
         "",
         *gate_lines(decision),
         "## Metrics",
@@ -75,8 +76,8 @@ def training_markdown(metadata: dict, plots: dict, decision: dict, summary: str)
         "## Plots",
         "",
     ]
-    for name, entry in plots["files"].items():
-        png = Path(entry["path"]).read_bytes()
+    for name, path in plots.paths().items():
+        png = path.read_bytes()
         lines += [f"### {name}", "", f"![{name}]({png_data_uri(png)})", ""]
     lines += ["## Model", "", "```", summary, "```", ""]
     lines += ["## Files", "", f"- model folder: {file_link(folder)}",
@@ -86,31 +87,30 @@ def training_markdown(metadata: dict, plots: dict, decision: dict, summary: str)
 
 
 @task(name="publish-training-report", cache_policy=NO_CACHE)
-def publish_training_report(metadata: dict, trained: dict, evaluated: dict, plots: dict,
-                            decision: dict, models: list[dict]) -> None:
-    accuracy = metadata["metrics"]["test_accuracy"]
-    create_markdown_artifact(key=f"train-report-{metadata['preset']}",
-                             markdown=training_markdown(
-                                 metadata, plots, decision,
-                                 Path(trained["files"]["summary"]["path"]).read_text()),
-                             description=f"test accuracy {accuracy:.4f}; "
-                                         f"{'promoted' if decision['promote'] else 'not promoted'}")
-    create_table_artifact(key=f"per-class-metrics-{metadata['preset']}", table=evaluated["per_class"],
-                          description=f"model {metadata['model_version']}")
+def publish_training_report(metadata: dict, trained: TrainedModel, evaluated: Evaluation,
+                            plots: StepRecord, decision: GateDecision, models: list[dict]) -> None:
+    name = trained.preset or "sweep"
+    create_markdown_artifact(key=f"train-report-{name}",
+                             markdown=training_markdown(metadata, plots, decision,
+                                                        trained.summary_path.read_text()),
+                             description=f"test accuracy {evaluated.accuracy:.4f}; "
+                                         f"{'promoted' if decision.promote else 'not promoted'}")
+    create_table_artifact(key=f"per-class-metrics-{name}", table=evaluated.per_class,
+                          description=f"model {trained.version}")
     # One key across retrains: its versions on the Artifacts page are the accuracy history.
     create_table_artifact(key="model-versions", table=[
         {"version": m["version"], "preset": m["preset"], "created_at": m["created_at"],
          "test_accuracy": round(float(m["test_accuracy"]), 4), "champion": bool(m["champion"])}
-        for m in models], description=f"{len(models)} versions; latest accuracy {accuracy:.4f}")
+        for m in models], description=f"{len(models)} versions; latest accuracy {evaluated.accuracy:.4f}")
 
 
 @task(name="publish-sweep-report", cache_policy=NO_CACHE)
-def publish_sweep_report(table: dict, best: dict) -> None:
+def publish_sweep_report(table: dict, best: Trial) -> None:
     rows = [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}
             for row in table["table"]]
     create_table_artifact(key="sweep-trials", table=rows,
                           description=f"{len(rows)} trials, best validation accuracy first; trial "
-                                      f"{best['trial']} ({best['val_accuracy']:.4f}) goes on to the "
+                                      f"{best.number} ({best.val_accuracy:.4f}) goes on to the "
                                       f"test set and the gate. Table: {table['path']}")
 
 

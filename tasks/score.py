@@ -5,6 +5,7 @@ The prediction table (one row per image file) is a contract; `SCHEMA` is its def
 
 import functools
 from collections import Counter
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -20,9 +21,10 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.files import Files, ImageFile, list_images, read_images
 from tasks.mnist import NUM_CLASSES
+from tasks.modelfiles import model_version
 from tasks.paths import Paths
+from tasks.settings import ScoreSettings
 from tasks.store import atomic_path, file_sha256
-from tasks.train import model_version
 
 PROB_COLUMNS = [f"prob_{d}" for d in range(NUM_CLASSES)]
 SCHEMA = pa.schema(
@@ -147,9 +149,9 @@ def scored_before(dataset: Path, version: str) -> set[str]:
     return set(table.column("sha256").drop_null().to_pylist())
 
 
-def unscored(files: list[ImageFile], dataset: Path, model_path: Path) -> list[ImageFile]:
-    """The files whose content this model has not scored into the dataset yet."""
-    done = scored_before(dataset, load_scoring_model(model_path)[1])
+def unscored(files: list[ImageFile], dataset: Path, version: str) -> list[ImageFile]:
+    """The files whose content the model `version` has not scored into the dataset yet."""
+    done = scored_before(dataset, version)
 
     def is_new(file: ImageFile) -> bool:
         try:
@@ -160,19 +162,68 @@ def unscored(files: list[ImageFile], dataset: Path, model_path: Path) -> list[Im
     return [f for f in files if is_new(f)]
 
 
+@dataclass(frozen=True)
+class TableSink:
+    """Predictions as one Parquet table, written whole when every chunk is scored."""
+    output: Path
+
+    @property
+    def location(self) -> Path:
+        return self.output
+
+    @property
+    def folder(self) -> Path:
+        return self.output.parent
+
+    def select(self, files: list[ImageFile], version: str) -> list[ImageFile]:
+        return files
+
+    def part(self, run_id: str, first: int) -> None:
+        return None
+
+    def finish(self, frames: list[pd.DataFrame]) -> pd.DataFrame:
+        return write_table(frames, self.output)
+
+
+@dataclass(frozen=True)
+class DatasetSink:
+    """Predictions appended to a dataset partitioned by date, skipping what the model has scored.
+
+    Each chunk is its own part file, written when it is scored: a run killed half-way keeps the
+    chunks it finished, and the rerun scores only the rest.
+    """
+    dataset: Path
+
+    @property
+    def location(self) -> Path:
+        return self.dataset
+
+    @property
+    def folder(self) -> Path:
+        return self.dataset
+
+    def select(self, files: list[ImageFile], version: str) -> list[ImageFile]:
+        return unscored(files, self.dataset, version)
+
+    def part(self, run_id: str, first: int) -> Path:
+        """A new file in today's partition."""
+        now = datetime.now(timezone.utc)
+        return self.dataset / f"date={now:%Y-%m-%d}" / f"part-{now:%H%M%S}-{run_id[:8]}-{first:08d}.parquet"
+
+    def finish(self, frames: list[pd.DataFrame]) -> pd.DataFrame:
+        return combine(frames)  # the chunks wrote their parts already
+
+
+def scoring_sink(paths: Paths, settings: ScoreSettings) -> TableSink | DatasetSink:
+    """Where a scoring run writes: --dataset, --output, or a new table under artifacts/predictions."""
+    if settings.dataset is not None:
+        return DatasetSink(settings.dataset)
+    return TableSink(settings.output or default_output(paths, settings.folder))
+
+
 def default_output(paths: Paths, folder: Path) -> Path:
     """artifacts/predictions/<folder name>-<UTC time>.parquet"""
     return paths.predictions / f"{folder.resolve().name}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.parquet"
-
-
-def dataset_part(dataset: Path, run_id: str, first: int) -> Path:
-    """Where one chunk of a run appends to a prediction dataset: a new file in today's partition.
-
-    Each chunk is its own file, written when it is scored: a run killed half-way keeps the
-    chunks it finished, and the rerun scores only the rest.
-    """
-    now = datetime.now(timezone.utc)
-    return dataset / f"date={now:%Y-%m-%d}" / f"part-{now:%H%M%S}-{run_id[:8]}-{first:08d}.parquet"
 
 
 @task(name="list-images", cache_policy=NO_CACHE)
@@ -190,11 +241,12 @@ def score_images(files: Files, model_path: Path, first: int,
 
 
 @task(name="select-unscored", cache_policy=NO_CACHE)
-def select_unscored(files: Files, dataset: Path, model_path: Path) -> list[ImageFile]:
-    return unscored(files.files, dataset, model_path)
+def select_unscored(files: Files, sink: TableSink | DatasetSink, version: str) -> list[ImageFile]:
+    return sink.select(files.files, version)
 
 
 @task(name="write-predictions", cache_policy=NO_CACHE)
-def write_predictions(frames: list[pd.DataFrame], output: Path | None, labels: Path | None) -> dict:
-    """The table written to `output` and summarized; None: the chunks already wrote their parts."""
-    return summarize(combine(frames) if output is None else write_table(frames, output), labels)
+def write_predictions(frames: list[pd.DataFrame], sink: TableSink | DatasetSink,
+                      labels: Path | None) -> dict:
+    """The predictions written (or, for a dataset, gathered) and summarized."""
+    return summarize(sink.finish(frames), labels)

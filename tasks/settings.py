@@ -49,6 +49,17 @@ class ScoreSettings(BaseModel, frozen=True):
             raise ValueError("give --output (one table) or --dataset (appended partitions), not both")
 
 
+def parse_hidden(text: str) -> tuple[int, ...]:
+    """'256-64' → (256, 64): the hidden layers' sizes, input side first."""
+    try:
+        sizes = tuple(int(part) for part in text.split("-"))
+    except ValueError:
+        sizes = ()
+    if not sizes or min(sizes) < 1:
+        raise ValueError(f"hidden sizes {text!r}: write them like 128-32 (positive integers)")
+    return sizes
+
+
 class SweepSettings(BaseModel, frozen=True):
     """The grid of `sweep-digits`: every combination of these is one trial."""
     hidden: list[str] = Field(default=["128-32", "256-64", "512-128"], min_length=1)
@@ -63,8 +74,6 @@ class SweepSettings(BaseModel, frozen=True):
     gate_margin: float = Field(default=0.0, ge=0, le=1)
 
     def model_post_init(self, _context: object) -> None:
-        from tasks.sweep import parse_hidden
-
         for text in self.hidden:
             parse_hidden(text)
         if not all(0 < lr < 1 for lr in self.learning_rates):

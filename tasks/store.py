@@ -7,6 +7,7 @@ and inode are all as recorded is not hashed again (git's index does the same): e
 replacement changes at least one of them.
 """
 
+import dataclasses
 import hashlib
 import importlib.util
 import json
@@ -16,8 +17,12 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas
+from tasks.records import FileEntry, StepRecord
+
+if TYPE_CHECKING:
+    import pandas
 
 
 def content_key(*parts: object) -> str:
@@ -105,51 +110,46 @@ def write_bytes(path: Path, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
-def write_parquet(frame: pandas.DataFrame, path: Path) -> None:
+def write_parquet(frame: "pandas.DataFrame", path: Path) -> None:
     with atomic_path(path, suffix=".parquet") as tmp:
         frame.to_parquet(tmp, index=False)
 
 
-def write_manifest(manifest: Path, files: dict[str, Path], **info: object) -> dict:
-    """Record `files` (name → path) with size, SHA-256 and stamp, plus any small JSON-able `info`."""
+def write_manifest(manifest: Path, files: dict[str, Path], info: dict) -> StepRecord:
+    """Record `files` (name → path) with size, SHA-256 and stamp, plus the small JSON-able `info`."""
     newest = max((p.stat().st_mtime_ns for p in files.values()), default=0)
     time.sleep(max(0, newest + TICK_NS - time.time_ns()) / 1e9)
-    record = {
-        "files": {
-            name: {"path": str(p), "size": p.stat().st_size, "sha256": file_sha256(p),
-                   "stamp": stamp(p)}
-            for name, p in files.items()
-        },
-        **info,
-    }
-    write_json(manifest, record)
+    record = StepRecord(files={name: FileEntry(str(p), p.stat().st_size, file_sha256(p), stamp(p))
+                               for name, p in files.items()}, info=info)
+    write_json(manifest, record.to_json())
     return record
 
 
-def read_manifest(manifest: Path) -> dict | None:
+def read_manifest(manifest: Path) -> StepRecord | None:
     """The manifest's record if every file it lists is intact, else None."""
     try:
-        record = json.loads(manifest.read_text())
-        for entry in record["files"].values():
-            p = Path(entry["path"])
-            if entry.get("stamp") is not None and entry["stamp"] == stamp(p):
+        record = StepRecord.from_json(json.loads(manifest.read_text()))
+        for entry in record.files.values():
+            p = Path(entry.path)
+            if entry.stamp is not None and entry.stamp == stamp(p):
                 continue  # untouched since it was hashed
-            if p.stat().st_size != entry["size"] or file_sha256(p) != entry["sha256"]:
+            if p.stat().st_size != entry.size or file_sha256(p) != entry.sha256:
                 return None
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return record
 
 
-def cached_step(manifest: Path, refresh: bool, produce: Callable[[], dict]) -> dict:
-    """Return the intact record at `manifest`, or run `produce()` and record what it made.
+def cached_step(manifest: Path, refresh: bool,
+                produce: Callable[[], tuple[dict[str, Path], dict]]) -> StepRecord:
+    """The intact record at `manifest`, or run `produce()` and record the (files, info) it made.
 
-    `produce` returns {"files": {name: path}, **info}. The returned record also says whether it
-    was `cached` and how long this call took (`step_seconds`); neither is stored.
+    The returned record also says whether it was `cached` and how long this call took
+    (`seconds`); neither is stored.
     """
     started = time.perf_counter()
-    if not refresh and (record := read_manifest(manifest)) is not None:
-        return {**record, "cached": True, "step_seconds": time.perf_counter() - started}
-    made = produce()
-    record = write_manifest(manifest, made.pop("files"), **made)
-    return {**record, "cached": False, "step_seconds": time.perf_counter() - started}
+    record = None if refresh else read_manifest(manifest)
+    cached = record is not None
+    if record is None:
+        record = write_manifest(manifest, *produce())
+    return dataclasses.replace(record, cached=cached, seconds=time.perf_counter() - started)

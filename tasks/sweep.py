@@ -17,21 +17,13 @@ import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from tasks.modelfiles import model_version, save_model
 from tasks.paths import Paths
+from tasks.records import Normalized, TrainedModel, Trial
+from tasks.settings import parse_hidden
 from tasks.store import cached_step, code_version, content_key, write_bytes, write_parquet
 
 VALIDATION_SPLIT = 0.2  # the tutorial's
-
-
-def parse_hidden(text: str) -> tuple[int, ...]:
-    """'256-64' → (256, 64): the hidden layers' sizes, input side first."""
-    try:
-        sizes = tuple(int(part) for part in text.split("-"))
-    except ValueError:
-        sizes = ()
-    if not sizes or min(sizes) < 1:
-        raise ValueError(f"hidden sizes {text!r}: write them like 128-32 (positive integers)")
-    return sizes
 
 
 def trial_grid(hidden: list[str], batch_sizes: list[int], learning_rates: list[float],
@@ -56,83 +48,86 @@ def fit_trial(x: np.ndarray, y: np.ndarray, trial: dict, seed: int, log: Callabl
     return model, history
 
 
-def trained_trial(paths: Paths, normalized: dict, trial: dict, seed: int, refresh: bool,
-                  log: Callable[[str], None] = print) -> dict:
+def trained_trial(paths: Paths, normalized: Normalized, trial: dict, seed: int, refresh: bool,
+                  log: Callable[[str], None] = print) -> Trial:
     settings = {k: v for k, v in trial.items() if k != "trial"}
-    key = content_key("trial", normalized["key"], settings, seed,
-                      code_version("tasks.models", "tasks.fit", "tasks.train", __name__))
+    key = content_key("trial", normalized.key, settings, seed,
+                      code_version("tasks.models", "tasks.fit", "tasks.modelfiles", __name__))
 
-    def produce() -> dict:
-        from tasks.train import model_version, save_model
-
-        with np.load(normalized["files"]["arrays"]["path"], allow_pickle=False) as npz:
+    def produce() -> tuple[dict[str, Path], dict]:
+        with np.load(normalized.arrays, allow_pickle=False) as npz:
             x, y = npz["x_train"], npz["y_train"]
         started = time.perf_counter()
         model, history = fit_trial(x, y, trial, seed, log)
         seconds = time.perf_counter() - started
         last = history.iloc[-1]
-        return {
-            "files": save_model(model, history, paths.sweeps / "trials" / key),
-            "key": key, "version": model_version(model), "train_images": int(len(x)),
+        return save_model(model, history, paths.sweeps / "trials" / key), {
+            "key": key, "version": model_version(model), "preset": None,
+            "architecture": f"dense {trial['hidden']}", "train_images": int(len(x)),
             "params": int(model.count_params()), "epochs_run": int(len(history)),
             "fit_seconds": round(seconds, 2),
-            "fit_settings": {"preset": "dense", **settings, "validation_split": VALIDATION_SPLIT,
-                             "seed": seed, "speedups": True},
+            "fit_settings": {**settings, "validation_split": VALIDATION_SPLIT, "seed": seed,
+                             "speedups": True},
             "val_accuracy": float(last["val_accuracy"]), "val_loss": float(last["val_loss"]),
             "train_accuracy": float(last["accuracy"]),
             "process": f"{socket.gethostname()}:{os.getpid()}",  # where it ran: which Dask worker
         }
 
-    return {**cached_step(paths.cache / f"trial-{key}.json", refresh, produce), "trial": trial["trial"]}
+    step = cached_step(paths.cache / f"trial-{key}.json", refresh, produce)
+    return Trial(number=trial["trial"], trained=TrainedModel.from_step(step),
+                 val_accuracy=step.info["val_accuracy"], val_loss=step.info["val_loss"],
+                 train_accuracy=step.info["train_accuracy"], process=step.info["process"])
 
 
-def trials_table(trials: list[dict]) -> pd.DataFrame:
+def trials_table(trials: list[Trial]) -> pd.DataFrame:
     """One row per trial, best validation accuracy first."""
-    rows = [{"trial": t["trial"], **{k: v for k, v in t["fit_settings"].items()
-                                     if k in ("hidden", "batch_size", "learning_rate", "epochs")},
-             "val_accuracy": t["val_accuracy"], "val_loss": t["val_loss"],
-             "train_accuracy": t["train_accuracy"], "params": t["params"],
-             "fit_seconds": t["fit_seconds"], "cached": t["cached"], "process": t["process"],
-             "model_version": t["version"]} for t in trials]
+    rows = [{"trial": t.number, **{k: v for k, v in t.trained.settings.items()
+                                   if k in ("hidden", "batch_size", "learning_rate", "epochs")},
+             "val_accuracy": t.val_accuracy, "val_loss": t.val_loss,
+             "train_accuracy": t.train_accuracy, "params": t.trained.params,
+             "fit_seconds": t.trained.fit_seconds, "cached": t.trained.step.cached,
+             "process": t.process, "model_version": t.trained.version} for t in trials]
     return pd.DataFrame(rows).sort_values(["val_accuracy", "trial"], ascending=[False, True],
                                           ignore_index=True)
 
 
-def registered_trial(paths: Paths, trial: dict) -> dict:
+def registered_trial(paths: Paths, trial: Trial) -> TrainedModel:
     """The trial's model copied into models/<version>, so it is a version like any trained one."""
-    folder = paths.models / trial["version"]
+    folder = paths.models / trial.trained.version
 
-    def produce() -> dict:
+    def produce() -> tuple[dict[str, Path], dict]:
         files = {}
-        for name, entry in trial["files"].items():
-            source = Path(entry["path"])
+        for name, source in trial.trained.step.paths().items():
             files[name] = folder / source.name
             write_bytes(files[name], source.read_bytes())
-        return {**{k: v for k, v in trial.items()
-                   if k not in ("files", "cached", "step_seconds")}, "files": files}
+        return files, trial.trained.step.info
 
-    return cached_step(paths.cache / f"register-{trial['version']}.json", False, produce)
+    return TrainedModel.from_step(cached_step(paths.cache / f"register-{trial.trained.version}.json",
+                                      False, produce))
 
 
 @task(name="train-trial", cache_policy=NO_CACHE, task_run_name="train-trial-{trial[trial]}")
-def train_trial(paths: Paths, normalized: dict, trial: dict, seed: int, refresh: bool) -> dict:
+def train_trial(paths: Paths, normalized: Normalized, trial: dict, seed: int, refresh: bool) -> Trial:
     logger = get_run_logger()
-    record = trained_trial(paths, normalized, trial, seed, refresh, log=logger.info)
-    logger.info("trial %d %s: val accuracy %.4f%s", trial["trial"], trial, record["val_accuracy"],
-                " (cached)" if record["cached"] else "")
-    return record
+    done = trained_trial(paths, normalized, trial, seed, refresh, log=logger.info)
+    logger.info("trial %d %s: val accuracy %.4f%s", done.number, trial, done.val_accuracy,
+                " (cached)" if done.trained.step.cached else "")
+    return done
 
 
 @task(name="record-trials", cache_policy=NO_CACHE)
-def record_trials(paths: Paths, trials: list[dict], sweep_id: str) -> dict:
+def record_trials(paths: Paths, trials: list[Trial], sweep_id: str) -> dict:
     table = trials_table(trials)
     path = paths.sweeps / f"sweep-{sweep_id}.parquet"
     write_parquet(table, path)
     return {"path": str(path), "table": table.to_dict(orient="records")}
 
 
+def best_trial(trials: list[Trial]) -> Trial:
+    return max(trials, key=lambda t: (t.val_accuracy, -t.number))
+
+
 @task(name="register-best", cache_policy=NO_CACHE)
-def register_best(paths: Paths, trials: list[dict]) -> dict:
-    best = max(trials, key=lambda t: (t["val_accuracy"], -t["trial"]))
-    get_run_logger().info("best: trial %d, val accuracy %.4f", best["trial"], best["val_accuracy"])
-    return {**registered_trial(paths, best), "trial": best["trial"]}
+def register_best(paths: Paths, best: Trial) -> TrainedModel:
+    get_run_logger().info("best: trial %d, val accuracy %.4f", best.number, best.val_accuracy)
+    return registered_trial(paths, best)

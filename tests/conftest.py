@@ -1,17 +1,13 @@
 """Shared fixtures: the verified MNIST copy, throwaway digitflow roots, one Prefect harness."""
 
 import os
-import shutil
-import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
+from support import BIN, REPO, free_port, new_root, prefect
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -32,14 +28,6 @@ def mnist(mnist_npz: Path) -> dict[str, np.ndarray]:
         return {name: npz[name] for name in npz.files}
 
 
-def new_root(folder: Path, mnist_npz: Path) -> Path:
-    """`folder` made an empty digitflow root holding only the verified data (a copy: a test may
-    tamper with its own)."""
-    (folder / "data" / "raw").mkdir(parents=True)
-    shutil.copy(mnist_npz, folder / "data" / "raw" / "mnist.npz")
-    return folder
-
-
 @pytest.fixture
 def root(tmp_path: Path, mnist_npz: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty digitflow root holding only the verified data, used as $DIGITFLOW_ROOT."""
@@ -54,20 +42,6 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def prefect(env: dict, *args: str, timeout: int = 300) -> str:
-    """Run the `prefect` CLI as a user would; its output, or a failure showing it."""
-    done = subprocess.run([BIN / "prefect", *args], env=env, cwd=REPO, capture_output=True,
-                          text=True, timeout=timeout)
-    assert done.returncode == 0, f"prefect {' '.join(args)}:\n{done.stdout[-2000:]}{done.stderr[-2000:]}"
-    return done.stdout
 
 
 @pytest.fixture(scope="session")

@@ -1,35 +1,18 @@
 """The `digitflow` command as a user runs it: real processes, Prefect's temporary server."""
 
-import json
 import os
 import re
 import sqlite3
 import subprocess
-import sys
 import urllib.request
 from contextlib import closing
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
-from conftest import new_root
+from support import REPO, digitflow, free_port, last_json, new_root, write_pngs
 
 pytestmark = pytest.mark.slow
-
-
-def digitflow(root: Path, *args: str, **extra_env: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "DIGITFLOW_ROOT": str(root), "PREFECT_HOME": str(root / ".prefect"),
-           **extra_env}
-    env.pop("PREFECT_API_URL", None)  # the embedded default, as on a fresh machine
-    script = Path(sys.executable).parent / "digitflow"  # the installed console script
-    return subprocess.run([str(script), *args], env=env, cwd=root,
-                          capture_output=True, text=True, timeout=600)
-
-
-def last_json(done: subprocess.CompletedProcess) -> dict:
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +43,7 @@ def test_train_then_score_print_json_summaries(cli_root, mnist):
 
     inbox = cli_root / "inbox"
     inbox.mkdir()
-    for i in range(5):
-        Image.fromarray(255 - mnist["x_test"][i]).resize((140, 140)).save(inbox / f"{i}.png")
+    write_pngs(inbox, mnist["x_test"][:5], name="{i}.png", invert=True, size=140)
     (inbox / "bad.jpg").write_bytes(b"not a jpeg")
     scored = last_json(digitflow(cli_root, "score", str(inbox)))
     assert (scored["scored"], scored["errors"]) == (5, 1)  # a bad file is not a failed run
@@ -101,7 +83,6 @@ def test_make_ui_listens_on_loopback_only(tmp_path):
     import socket
     import time
 
-    from conftest import REPO, free_port
 
     outside = next((a for a in subprocess.run(["hostname", "-I"], capture_output=True, text=True)
                     .stdout.split() if "." in a and not a.startswith("127.")), None)

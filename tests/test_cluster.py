@@ -1,14 +1,13 @@
 """Scoring and a sweep on a real Dask cluster (`dask scheduler` + two `dask worker` processes on
 loopback) reporting to a real Prefect server, compared with the same jobs run locally."""
 
-import json
 import os
 import subprocess
 
 import pandas as pd
 import pytest
 
-from conftest import BIN, REPO, free_port, new_root
+from support import BIN, REPO, api_client, digitflow, free_port, last_json, new_root
 from tasks.demo import make_demo_folder
 
 pytestmark = pytest.mark.slow
@@ -44,11 +43,9 @@ def cluster(prefect_server, tmp_path_factory):
             process.wait(timeout=60)
 
 
-def digitflow(env: dict, root, *args: str) -> dict:
-    done = subprocess.run([BIN / "digitflow", *map(str, args)], env={**env, "DIGITFLOW_ROOT": str(root)},
-                          cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.splitlines()[-1])
+def run(env: dict, root, *args: object) -> dict:
+    """`digitflow` against the test's Prefect server, writing under `root`."""
+    return last_json(digitflow(root, *args, server_env=env, cwd=REPO))
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +55,8 @@ def sweeps(prefect_server, cluster, tmp_path_factory, mnist_npz):
     env = prefect_server["env"]
     on_cluster = new_root(parent / "cluster", mnist_npz)
     local = new_root(parent / "local", mnist_npz)
-    return {"cluster": digitflow(env, on_cluster, "sweep", *SWEEP, "--dask-address", cluster["address"]),
-            "local": digitflow(env, local, "sweep", *SWEEP), "root": on_cluster}
+    return {"cluster": run(env, on_cluster, "sweep", *SWEEP, "--dask-address", cluster["address"]),
+            "local": run(env, local, "sweep", *SWEEP), "root": on_cluster}
 
 
 def test_sweep_on_the_cluster_matches_the_local_sweep(sweeps, cluster):
@@ -85,9 +82,9 @@ def test_scoring_on_the_cluster_matches_the_local_scoring(prefect_server, cluste
     make_demo_folder(mnist["x_test"][:600], mnist["y_test"][:600], folder, count=600, seed=3)
     env = prefect_server["env"]
     common = ["score", folder, "--chunk-size", "150"]
-    on_cluster = digitflow(env, root, *common, "--dask-address", cluster["address"],
+    on_cluster = run(env, root, *common, "--dask-address", cluster["address"],
                            "--output", root / "cluster.parquet")
-    local = digitflow(env, root, *common, "--output", root / "local.parquet")
+    local = run(env, root, *common, "--output", root / "local.parquet")
     assert on_cluster["model_version"] == local["model_version"] == sweeps["cluster"]["model_version"]
     assert on_cluster["scored"] == local["scored"] == 600
     a = pd.read_parquet(root / "cluster.parquet").drop(columns="scored_at")
@@ -98,14 +95,11 @@ def test_scoring_on_the_cluster_matches_the_local_scoring(prefect_server, cluste
 
 def test_cluster_runs_are_recorded_in_the_server(prefect_server, sweeps):
     """The workers' task runs land in the same server as their flow runs: one place to look."""
-    from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-    from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    with temporary_settings({PREFECT_API_URL: prefect_server["env"]["PREFECT_API_URL"]}):
-        with get_client(sync_client=True) as client:
-            runs = client.read_task_runs(flow_run_filter=FlowRunFilter(
-                id=FlowRunFilterId(any_=[sweeps["cluster"]["run_id"]])))
+    with api_client(prefect_server["env"]["PREFECT_API_URL"]) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(
+            id=FlowRunFilterId(any_=[sweeps["cluster"]["run_id"]])))
     trials = [r for r in runs if r.name.startswith("train-trial-")]
     assert len(trials) == 2 and all(r.state.is_completed() for r in trials)
 

@@ -5,32 +5,16 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from PIL import Image
 
-from conftest import new_root
+from support import BIN, digitflow, digitflow_env, last_json, new_root, start_digitflow, write_pngs
 from tasks.score import SCHEMA
 
 pytestmark = pytest.mark.slow
-DIGITFLOW = Path(sys.executable).parent / "digitflow"
-
-
-def environment(root: Path) -> dict:
-    env = {**os.environ, "DIGITFLOW_ROOT": str(root), "PREFECT_HOME": str(root / ".prefect")}
-    env.pop("PREFECT_API_URL", None)
-    return env
-
-
-def start(root: Path, *args: str) -> subprocess.Popen:
-    """The command with its logs and output on one pipe, in a process group of its own."""
-    return subprocess.Popen([DIGITFLOW, *args], env=environment(root), cwd=root,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
 
 
 def kill_when(process: subprocess.Popen, marker: str, timeout: float = 300) -> str:
@@ -48,18 +32,15 @@ def kill_when(process: subprocess.Popen, marker: str, timeout: float = 300) -> s
 
 def finish(root: Path, *args: str) -> dict:
     """Run the command to the end; its JSON summary."""
-    done = subprocess.run([DIGITFLOW, *args], env=environment(root), cwd=root,
-                          capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return last_json(digitflow(root, *args))
 
 
 def test_kill_during_training_leaves_no_model_and_the_rerun_resumes(root):
     args = ("train", "--limit", "20000", "--epochs", "6", "--preset", "tuned")
-    kill_when(start(root, *args), "Epoch 3/6")
+    kill_when(start_digitflow(root, *args), "Epoch 3/6")
     assert not list((root / "artifacts").glob("models/*/model.keras"))
     assert not (root / "artifacts" / "models" / "champion.json").exists()
-    rerun = start(root, *args)
+    rerun = start_digitflow(root, *args)
     output = rerun.communicate(timeout=600)[0]
     assert rerun.returncode == 0, output[-3000:]
     done = json.loads(next(line for line in reversed(output.splitlines()) if line.startswith("{")))
@@ -75,11 +56,10 @@ def test_kill_during_scoring_leaves_no_table_and_the_rerun_completes(root, mnist
     finish(root, "train", "--limit", "1000", "--epochs", "1")
     folder = root / "inbox"
     folder.mkdir()
-    for i in range(3000):
-        Image.fromarray(mnist["x_test"][i]).save(folder / f"{i:05d}.png")
+    write_pngs(folder, mnist["x_test"][:3000])
     output = root / "out" / "predictions.parquet"
     args = ("score", str(folder), "--output", str(output), "--chunk-size", "100")
-    kill_when(start(root, *args), "Task run 'score-images-")
+    kill_when(start_digitflow(root, *args), "Task run 'score-images-")
     assert not output.exists()  # no half-written table where a reader looks
     done = finish(root, *args)
     table = pq.read_table(output)
@@ -94,15 +74,14 @@ def trained(tmp_path_factory, mnist_npz, mnist) -> dict:
     finish(root, "train", "--limit", "1000", "--epochs", "1")
     inbox = root / "inbox"
     inbox.mkdir()
-    for i in range(1500):
-        Image.fromarray(mnist["x_test"][i]).save(inbox / f"{i:05d}.png")
+    write_pngs(inbox, mnist["x_test"][:1500])
     return {"root": root, "inbox": inbox}
 
 
 def test_kill_during_incremental_scoring_keeps_finished_chunks(trained):
     root, dataset = trained["root"], trained["root"] / "dataset"
     args = ("score", str(trained["inbox"]), "--dataset", str(dataset), "--chunk-size", "100")
-    kill_when(start(root, *args), "Task run 'score-images-")  # a chunk has finished
+    kill_when(start_digitflow(root, *args), "Task run 'score-images-")  # a chunk has finished
     done = finish(root, *args)
     assert done["skipped"] >= 100 and done["scored"] == 1500 - done["skipped"]
     table = pq.read_table(dataset).to_pandas()  # a dataset reader skips hidden temp files
@@ -112,7 +91,7 @@ def test_kill_during_incremental_scoring_keeps_finished_chunks(trained):
 def test_two_runs_writing_the_same_output_at_once_both_finish(trained):
     root, output = trained["root"], trained["root"] / "shared" / "predictions.parquet"
     args = ("score", str(trained["inbox"]), "--output", str(output), "--chunk-size", "500")
-    runs = [start(root, *args) for _ in range(2)]
+    runs = [start_digitflow(root, *args) for _ in range(2)]
     logs = [run.communicate(timeout=600)[0] for run in runs]
     assert [run.returncode for run in runs] == [0, 0], "\n".join(log[-2000:] for log in logs)
     table = pq.read_table(output)  # one of the two, whole: each was renamed into place complete
@@ -128,8 +107,8 @@ def run_on_small_filesystem(trained: dict, options: str, output: Path) -> tuple[
     script = (f'mount -t tmpfs -o {options} tmpfs "$1" || exit 97; shift; "$@" 1>&2; '
               'rc=$?; echo "left: $(ls -A "$MOUNT")" >&2; exit $rc')
     command = ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script, "sh",
-               str(mount), str(DIGITFLOW), "score", str(trained["inbox"]), "--output", str(output)]
-    done = subprocess.run(command, env={**environment(trained["root"]), "MOUNT": str(mount)},
+               str(mount), str(BIN / "digitflow"), "score", str(trained["inbox"]), "--output", str(output)]
+    done = subprocess.run(command, env=digitflow_env(trained["root"], MOUNT=str(mount)),
                           cwd=trained["root"], capture_output=True, text=True, timeout=600)
     if done.returncode == 97 or "unshare:" in done.stderr:
         pytest.skip(f"this machine cannot mount a tmpfs in a user namespace: {done.stderr[-300:]}")

@@ -12,11 +12,11 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from conftest import new_root
+from support import api_client, new_root, run_artifacts
 from flows.score import score_folder
 from flows.train import train_digits
 from tasks.demo import make_demo_folder
-from tasks.ingest import FROZEN_TEST_SET
+from tasks.mnist import FROZEN_TEST_SET
 from tasks.score import SCHEMA
 
 pytestmark = pytest.mark.flow
@@ -79,12 +79,8 @@ def test_first_model_becomes_champion_and_a_worse_one_does_not(first_run, flow_r
 
 
 def test_report_artifacts_embed_the_plots(first_run):
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
-
-    with get_client(sync_client=True) as client:
-        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
-            flow_run_id=ArtifactFilterFlowRunId(any_=[first_run["run_id"]])))
+    artifacts = run_artifacts(first_run["run_id"])
+    with api_client() as client:
         run = client.read_flow_run(first_run["run_id"])
     assert run.name.startswith("train-seed-")
     assert {"preset:seed", f"model:{first_run['model_version']}", "promoted"} <= set(run.tags)

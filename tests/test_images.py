@@ -1,19 +1,13 @@
 """Preprocessing: any image file → the 28×28 input MNIST models were trained on."""
 
-import io
 
 import numpy as np
 import pytest
 from PIL import Image
 from scipy import ndimage
 
+from support import encode
 from tasks.images import ImageError, decode, preprocess
-
-
-def encode(image: Image.Image, fmt: str = "PNG", **options) -> bytes:
-    out = io.BytesIO()
-    image.save(out, fmt, **options)
-    return out.getvalue()
 
 
 def scan_of(digit: np.ndarray, scale: int = 8, dark_ink: bool = True, margin: int = 60) -> np.ndarray:

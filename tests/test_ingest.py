@@ -35,7 +35,7 @@ def test_verified_copy_is_used_without_consulting_any_source(root, monkeypatch):
 
     monkeypatch.setattr(ingest, "first_available_source", no_source)
     found = ensure_mnist(Paths(root))
-    assert found["verified"] and found["path"] == str(root / "data/raw/mnist.npz")
+    assert found.verified and found.path == str(root / "data/raw/mnist.npz")
 
 
 def test_tampered_array_is_refused(tmp_path, mnist):
@@ -70,8 +70,8 @@ def test_unverified_data_only_when_allowed_and_kept_apart(tmp_path, mnist):
     other = dict(mnist, y_train=np.roll(mnist["y_train"], 1))
     path = save_npz(tmp_path / "other.npz", other)
     found = ensure_mnist(Paths(tmp_path / "root"), data=path, allow_unverified=True)
-    assert not found["verified"]
-    assert Path(found["path"]).name.startswith("unverified-")
+    assert not found.verified
+    assert Path(found.path).name.startswith("unverified-")
     assert not (tmp_path / "root/data/raw/mnist.npz").exists()
 
 
@@ -82,7 +82,7 @@ def test_idx_folder_gives_the_verified_arrays(tmp_path, mnist):
         write_idx(folder / f"{prefix}-idx{3 if magic == 2051 else 1}-ubyte.gz", mnist[name], magic,
                   gz=True)
     found = ensure_mnist(Paths(tmp_path / "root"), data=folder)
-    assert found["verified"] and Path(found["path"]) == tmp_path / "root/data/raw/mnist.npz"
+    assert found.verified and Path(found.path) == tmp_path / "root/data/raw/mnist.npz"
 
 
 def test_idx_with_wrong_magic_number_is_refused(tmp_path, mnist):
@@ -178,3 +178,10 @@ def test_damaged_keras_cache_does_not_trigger_a_hanging_download(tmp_path, monke
     monkeypatch.setattr(facts, "KERAS_ORIGIN_HOST", "unreachable.invalid")
     with pytest.raises(ingest.SourceUnavailable, match="unreachable"):
         ingest.from_keras()
+
+
+def test_the_frozen_test_set_is_the_verified_data_s(mnist):
+    from tasks.ingest import fingerprints
+    from tasks.mnist import FROZEN_TEST_SET, test_set_fingerprint
+
+    assert test_set_fingerprint(fingerprints(mnist)) == FROZEN_TEST_SET

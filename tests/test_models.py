@@ -7,7 +7,7 @@ import pytest
 from tasks.models import build_seed
 from tasks.presets import PRESETS
 from tasks.settings import TrainSettings
-from tasks.train import model_version
+from tasks.modelfiles import model_version
 
 
 def test_seed_is_the_tutorial_network():

@@ -9,12 +9,11 @@ import signal
 import socket
 import subprocess
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from conftest import BIN, REPO, free_port, new_root, prefect
+from support import BIN, REPO, api_client, free_port, new_root, prefect, run_artifacts
 from tasks.demo import make_demo_folder
 
 pytestmark = pytest.mark.slow
@@ -112,15 +111,6 @@ def test_scoring_through_the_worker_appends_to_the_dataset(team, scored, retrain
     assert (table["status"] == "error").sum() == 3
 
 
-@contextmanager
-def api_client(api_url: str):
-    from prefect.client.orchestration import get_client
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    with temporary_settings({PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
-        yield client
-
-
 def deployment_runs(team: dict, flow_name: str) -> list:
     """The flow's completed deployment runs, oldest first (other tests share the server)."""
     from prefect.client.schemas.filters import FlowFilter, FlowFilterName
@@ -129,14 +119,6 @@ def deployment_runs(team: dict, flow_name: str) -> list:
         runs = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])))
     return sorted((r for r in runs if r.state.is_completed() and r.deployment_id),
                   key=lambda r: r.start_time)
-
-
-def run_artifacts(team: dict, run) -> list:
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
-
-    with api_client(team["env"]["PREFECT_API_URL"]) as client:
-        return client.read_artifacts(artifact_filter=ArtifactFilter(
-            flow_run_id=ArtifactFilterFlowRunId(any_=[run.id])))
 
 
 @pytest.fixture(scope="module")
@@ -189,7 +171,7 @@ def report_from_run_page(browser, url: str, run, report, shots: Path) -> list[di
 def test_training_report_renders_its_plots_in_a_browser(team, retrained, browser, tmp_path):
     run = deployment_runs(team, "train-digits")[0]
     assert run.name.startswith("train-seed-")
-    report = next(a for a in run_artifacts(team, run) if a.type == "markdown")
+    report = next(a for a in run_artifacts(run.id, team["env"]["PREFECT_API_URL"]) if a.type == "markdown")
     images = report_from_run_page(browser, team["url"], run, report, tmp_path / "training")
     assert sorted(i["alt"] for i in images) == ["confusion", "curves", "misclassified"]
     assert all(i["width"] > 0 for i in images), images
@@ -199,7 +181,7 @@ def test_training_report_renders_its_plots_in_a_browser(team, retrained, browser
 def test_scoring_report_shows_a_review_gallery_in_a_browser(team, scored, browser, tmp_path):
     run = deployment_runs(team, "score-folder")[0]
     assert run.name.startswith("score-inbox-")
-    artifacts = run_artifacts(team, run)
+    artifacts = run_artifacts(run.id, team["env"]["PREFECT_API_URL"])
     assert {"markdown", "progress"} <= {a.type for a in artifacts}
     report = next(a for a in artifacts if a.type == "markdown")
     images = report_from_run_page(browser, team["url"], run, report, tmp_path / "scoring")

@@ -6,8 +6,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tasks.ingest import FROZEN_TEST_SET
+from tasks.mnist import FROZEN_TEST_SET
 from tasks.paths import Paths
+from tasks.records import Evaluation
 from tasks.registry import ModelNotFound, decide, list_models, promote, resolve_model, rollback
 
 
@@ -29,9 +30,9 @@ def paths(tmp_path) -> Paths:
     return paths
 
 
-def challenger(version: str, accuracy: float, test_set: str = FROZEN_TEST_SET) -> dict:
-    return {"model_version": version, "metrics": {"test_accuracy": accuracy, "test_loss": 0.1},
-            "test_set": test_set}
+def measured(version: str, accuracy: float, test_set: str = FROZEN_TEST_SET) -> Evaluation:
+    return Evaluation(key="k", version=version, test_set=test_set, accuracy=accuracy, loss=0.1,
+                      images=10_000, per_class=[])
 
 
 @pytest.mark.parametrize("new, margin, promoted", [
@@ -41,23 +42,24 @@ def challenger(version: str, accuracy: float, test_set: str = FROZEN_TEST_SET) -
     (0.979, 0.002, True),  # worse, but within the margin
 ])
 def test_gate_promotes_only_a_challenger_that_is_not_worse(new, margin, promoted):
-    decision = decide(challenger("cccc", new), {"version": "bbbb", "test_accuracy": 0.98}, margin)
-    assert decision["promote"] is promoted
-    assert decision["champion_accuracy"] == 0.98 and decision["challenger_accuracy"] == new
+    decision = decide(measured("cccc", new), measured("bbbb", 0.98), margin)
+    assert decision.promote is promoted
+    assert decision.champion_accuracy == 0.98 and decision.challenger_accuracy == new
 
 
 def test_first_model_becomes_champion_and_a_champion_is_not_promoted_twice():
-    assert decide(challenger("cccc", 0.5), None, 0.0)["promote"]
-    again = decide(challenger("bbbb", 0.98), {"version": "bbbb", "test_accuracy": 0.98}, 0.0)
-    assert not again["promote"] and "already the champion" in again["reason"]
+    assert decide(measured("cccc", 0.5), None, 0.0).promote
+    again = decide(measured("bbbb", 0.98), measured("bbbb", 0.98), 0.0)
+    assert not again.promote and "already the champion" in again.reason
 
 
 def test_a_model_measured_on_another_test_set_is_never_promoted_automatically():
-    for champion in (None, {"version": "bbbb", "test_accuracy": 0.5}):
-        decision = decide(challenger("cccc", 0.99, test_set="0123456789abcdef"), champion, 0.0)
-        assert not decision["promote"]
-        assert "not the frozen MNIST test set" in decision["reason"]
-        assert "digitflow models promote cccc" in decision["reason"]
+    other = "0123456789abcdef"
+    for champion in (None, measured("bbbb", 0.5, test_set=other)):
+        decision = decide(measured("cccc", 0.99, test_set=other), champion, 0.0)
+        assert not decision.promote
+        assert "not the frozen MNIST test set" in decision.reason
+        assert "digitflow models promote cccc" in decision.reason
 
 
 def test_promote_rollback_and_list(paths):

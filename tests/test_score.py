@@ -1,6 +1,5 @@
 """Batch scoring: which files are found, one row per file, bad files as error rows, the schema."""
 
-import io
 import os
 import shutil
 import subprocess
@@ -16,14 +15,10 @@ from PIL import Image
 
 from tasks.models import build_seed
 from tasks.files import list_images
-from tasks.score import SCHEMA, load_scoring_model, score_files, summarize, write_table
-from tasks.train import model_version
-
-
-def png(digit: np.ndarray) -> bytes:
-    out = io.BytesIO()
-    Image.fromarray(digit).save(out, "PNG")
-    return out.getvalue()
+from tasks.score import (
+    SCHEMA, DatasetSink, load_scoring_model, score_files, summarize, write_table)
+from tasks.modelfiles import model_version
+from support import encode
 
 
 @pytest.fixture(scope="module")
@@ -37,14 +32,14 @@ def model_path(tmp_path_factory) -> Path:
 def folder(tmp_path, mnist) -> Path:
     root = tmp_path / "inbox"
     (root / "sub" / "deeper").mkdir(parents=True)
-    (root / "a.png").write_bytes(png(mnist["x_test"][0]))
-    (root / "sub" / "B.PNG").write_bytes(png(mnist["x_test"][1]))
-    (root / "sub" / "deeper" / "c.Jpeg").write_bytes(png(mnist["x_test"][2]))  # wrong extension
+    (root / "a.png").write_bytes(encode(mnist["x_test"][0]))
+    (root / "sub" / "B.PNG").write_bytes(encode(mnist["x_test"][1]))
+    (root / "sub" / "deeper" / "c.Jpeg").write_bytes(encode(mnist["x_test"][2]))  # wrong extension
     (root / "notes.txt").write_text("ignored")
     (root / "empty.gif").write_bytes(b"")
     (root / "broken.webp").write_bytes(b"RIFF....WEBPVP8 garbage")
     outside = tmp_path / "secret.png"
-    outside.write_bytes(png(mnist["x_test"][3]))
+    outside.write_bytes(encode(mnist["x_test"][3]))
     os.symlink(outside, root / "link-out.png")
     os.symlink(root / "a.png", root / "link-in.png")
     (tmp_path / "elsewhere").mkdir()
@@ -65,7 +60,7 @@ def test_non_utf8_file_names_are_scored_and_stored_printably(tmp_path, mnist):
     name = b"caf\xe9-\xff.png"  # Latin-1 bytes, not UTF-8
     (tmp_path / "x").mkdir()
     with open(os.path.join(os.fsencode(tmp_path / "x"), name), "wb") as f:
-        f.write(png(mnist["x_test"][0]))
+        f.write(encode(mnist["x_test"][0]))
     [found] = list_images(tmp_path / "x")
     assert found.path == "caf\\xe9-\\xff.png"
     found.path.encode("utf-8")  # storable in Parquet
@@ -101,7 +96,7 @@ def test_text_bombs_and_huge_files_are_error_rows_with_their_reasons(folder, mod
     import tasks.files
 
     (folder / "letter.png").write_text("Dear digitflow, this is not a picture.")
-    (folder / "bomb.png").write_bytes(png(np.zeros((200, 200), dtype=np.uint8)))
+    (folder / "bomb.png").write_bytes(encode(np.zeros((200, 200), dtype=np.uint8)))
     (folder / "huge.bmp").write_bytes(b"BM" + bytes(5000))
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 20_000)  # Pillow's limit and ours, scaled down
     monkeypatch.setattr(tasks.files, "MAX_FILE_BYTES", 4096)
@@ -127,7 +122,7 @@ def test_file_without_read_permission_is_an_error_row(mnist):
     try:
         base.chmod(0o755)
         for name, mode in (("open.png", 0o644), ("secret.png", 0)):
-            (base / name).write_bytes(png(mnist["x_test"][0]))
+            (base / name).write_bytes(encode(mnist["x_test"][0]))
             (base / name).chmod(mode)
         code = ("import sys; from tasks.files import ImageFile, read_image; "
                 "print([read_image(ImageFile(p, p))[2] for p in sys.argv[1:]])")
@@ -164,7 +159,7 @@ def test_reading_in_worker_processes_gives_the_same_rows_in_order(tmp_path, mnis
     from tasks import files as reading
 
     for i in range(reading.PARALLEL_FROM + 50):
-        (tmp_path / f"{i:04d}.png").write_bytes(png(mnist["x_test"][i]))
+        (tmp_path / f"{i:04d}.png").write_bytes(encode(mnist["x_test"][i]))
     (tmp_path / "0100.png").write_bytes(b"")  # an error row in the middle keeps its place
     found = list_images(tmp_path)
     parallel = reading.read_images(found)
@@ -178,28 +173,25 @@ def test_reading_in_worker_processes_gives_the_same_rows_in_order(tmp_path, mnis
 
 
 def test_incremental_scoring_skips_what_this_model_already_scored(folder, model_path, tmp_path):
-    from tasks.score import dataset_part, unscored
-
-    dataset = tmp_path / "dataset"
+    sink = DatasetSink(tmp_path / "dataset")
+    version = load_scoring_model(model_path)[1]
     files = list_images(folder)
-    assert unscored(files, dataset, model_path) == files  # an empty dataset: everything is new
+    assert sink.select(files, version) == files  # an empty dataset: everything is new
     done = {"a.png", "broken.webp"}  # one scored, one an error row: both are recorded
     write_table([score_files([f for f in files if f.path in done], model_path)],
-                dataset_part(dataset, "run-one", 0))
-    remaining = unscored(files, dataset, model_path)
+                sink.part("run-one", 0))
+    remaining = sink.select(files, version)
     same_bytes_as_a = "link-in.png"  # content already scored, under another name: skipped too
     assert [f.path for f in remaining] == \
         [f.path for f in files if f.path not in done | {same_bytes_as_a}]
 
     (folder / "a.png").write_bytes((folder / "sub" / "B.PNG").read_bytes())  # changed content
-    assert "a.png" in [f.path for f in unscored(list_images(folder), dataset, model_path)]
+    assert "a.png" in [f.path for f in sink.select(list_images(folder), version)]
 
 
 def test_a_new_model_version_rescores_everything(folder, model_path, tmp_path):
-    from tasks.score import dataset_part, unscored
-
-    dataset = tmp_path / "dataset"
+    sink = DatasetSink(tmp_path / "dataset")
     frame = score_files(list_images(folder), model_path)
     frame["model_version"] = "someoldmodel"
-    write_table([frame], dataset_part(dataset, "old-run", 0))
-    assert len(unscored(list_images(folder), dataset, model_path)) == len(frame)
+    write_table([frame], sink.part("old-run", 0))
+    assert len(sink.select(list_images(folder), load_scoring_model(model_path)[1])) == len(frame)

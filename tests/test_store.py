@@ -12,7 +12,7 @@ def producer(path, calls):
     def produce():
         calls.append(1)
         path.write_bytes(b"result " * 1000)
-        return {"files": {"out": path}, "answer": 42}
+        return {"out": path}, {"answer": 42}
     return produce
 
 
@@ -21,8 +21,8 @@ def test_second_call_is_a_hit(tmp_path):
     first = cached_step(tmp_path / "m.json", False, producer(tmp_path / "out.bin", calls))
     second = cached_step(tmp_path / "m.json", False, producer(tmp_path / "out.bin", calls))
     assert len(calls) == 1
-    assert (first["cached"], second["cached"]) == (False, True)
-    assert second["answer"] == 42
+    assert (first.cached, second.cached) == (False, True)
+    assert second.info["answer"] == 42 and second.path("out") == tmp_path / "out.bin"
 
 
 @pytest.mark.parametrize("damage", ["delete", "truncate", "flip"])
@@ -37,13 +37,13 @@ def test_damaged_output_is_recomputed_not_loaded(tmp_path, damage):
         out.write_bytes(b"X" + out.read_bytes()[1:])  # same size, other content
     assert read_manifest(tmp_path / "m.json") is None
     again = cached_step(tmp_path / "m.json", False, producer(out, calls))
-    assert len(calls) == 2 and not again["cached"]
+    assert len(calls) == 2 and not again.cached
 
 
 def test_an_untouched_output_is_not_read_again(tmp_path, monkeypatch):
     cached_step(tmp_path / "m.json", False, producer(tmp_path / "out.bin", []))
     monkeypatch.setattr(store, "file_sha256", lambda path: pytest.fail(f"{path} was hashed again"))
-    assert read_manifest(tmp_path / "m.json")["answer"] == 42
+    assert read_manifest(tmp_path / "m.json").info["answer"] == 42
 
 
 def test_a_rewrite_that_restores_size_and_mtime_is_still_caught(tmp_path):

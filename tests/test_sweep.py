@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from tasks.settings import SweepSettings
-from tasks.sweep import fit_trial, parse_hidden, trial_grid, trials_table
+from tasks.records import StepRecord, TrainedModel, Trial
+from tasks.settings import SweepSettings, parse_hidden
+from tasks.sweep import best_trial, fit_trial, trial_grid, trials_table
 
 
 def test_hidden_sizes_parse_and_bad_ones_say_how_to_write_them():
@@ -31,14 +32,19 @@ def test_settings_refuse_a_bad_grid_before_anything_trains():
 
 def test_trial_table_puts_the_best_validation_accuracy_first():
     def trial(number, val):
-        return {"trial": number, "fit_settings": {"hidden": "8", "batch_size": 32,
-                                                  "learning_rate": 1e-3, "epochs": 1, "seed": 1},
-                "val_accuracy": val, "val_loss": 1 - val, "train_accuracy": val, "params": 10,
-                "fit_seconds": 1.0, "cached": False, "process": "h:1", "version": f"v{number}"}
+        trained = TrainedModel(version=f"v{number}", preset=None, architecture="dense 8",
+                               settings={"hidden": "8", "batch_size": 32, "learning_rate": 1e-3,
+                                         "epochs": 1, "seed": 1},
+                               train_images=10, params=10, epochs_run=1, fit_seconds=1.0,
+                               step=StepRecord(files={}))
+        return Trial(number=number, trained=trained, val_accuracy=val, val_loss=1 - val,
+                     train_accuracy=val, process="h:1")
 
-    table = trials_table([trial(0, 0.90), trial(1, 0.95), trial(2, 0.95)])
+    trials = [trial(0, 0.90), trial(1, 0.95), trial(2, 0.95)]
+    table = trials_table(trials)
     assert list(table["trial"]) == [1, 2, 0]  # ties: the earlier trial first
     assert "seed" not in table.columns
+    assert best_trial(trials).number == 1
 
 
 def test_a_trial_is_the_seed_network_with_other_sizes_and_is_deterministic():

@@ -1,0 +1,42 @@
+"""Metrics of predicted probabilities against true labels: loss, accuracy, per-class tables."""
+
+import numpy as np
+import pandas as pd
+
+from tasks.mnist import NUM_CLASSES
+
+CLASSES = list(range(NUM_CLASSES))
+
+
+def cross_entropy(y: np.ndarray, prob: np.ndarray) -> float:
+    # The same clipping Keras applies in sparse_categorical_crossentropy.
+    picked = np.clip(prob[np.arange(len(y)), y], 1e-7, 1.0)
+    return float(-np.mean(np.log(picked)))
+
+
+def evaluation_tables(y: np.ndarray, prob: np.ndarray) -> dict:
+    """metrics (accuracy, loss, images) and the per-class, confusion and prediction tables."""
+    # Imported here: a cached run never evaluates, and scikit-learn takes 1.3 s to import.
+    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
+
+    pred = prob.argmax(axis=1)
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y, pred, labels=CLASSES, zero_division=0)
+    per_class = pd.DataFrame({"digit": CLASSES, "precision": precision, "recall": recall,
+                              "f1": f1, "support": support})
+    confusion = pd.DataFrame(confusion_matrix(y, pred, labels=CLASSES),
+                             columns=[f"pred_{c}" for c in CLASSES])
+    confusion.insert(0, "true", CLASSES)
+    predictions = pd.DataFrame({"index": np.arange(len(y)), "true": y.astype(np.int64),
+                                "pred": pred, "confidence": prob.max(axis=1)})
+    metrics = {"test_accuracy": float(accuracy_score(y, pred)), "test_loss": cross_entropy(y, prob),
+               "test_images": int(len(y))}
+    return {"metrics": metrics, "per_class": per_class, "confusion": confusion,
+            "predictions": predictions}
+
+
+def per_class_rows(per_class: pd.DataFrame) -> list[dict]:
+    # Plain Python values: JSON for the cache record, and table artifacts reject numpy scalars.
+    return [{"digit": int(r.digit), "precision": round(float(r.precision), 4),
+             "recall": round(float(r.recall), 4), "f1": round(float(r.f1), 4),
+             "support": int(r.support)} for r in per_class.itertuples()]

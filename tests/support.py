@@ -1,0 +1,114 @@
+"""Helpers the tests share (fixtures stay in conftest.py): roots, the commands as a user runs
+them, the Prefect API, pictures."""
+
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def new_root(folder: Path, mnist_npz: Path) -> Path:
+    """`folder` made an empty digitflow root holding only the verified data (a copy: a test may
+    tamper with its own)."""
+    (folder / "data" / "raw").mkdir(parents=True)
+    shutil.copy(mnist_npz, folder / "data" / "raw" / "mnist.npz")
+    return folder
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def prefect(env: dict, *args: str, timeout: int = 300) -> str:
+    """Run the `prefect` CLI as a user would; its output, or a failure showing it."""
+    done = subprocess.run([BIN / "prefect", *args], env=env, cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout)
+    assert done.returncode == 0, f"prefect {' '.join(args)}:\n{done.stdout[-2000:]}{done.stderr[-2000:]}"
+    return done.stdout
+
+
+def digitflow_env(root: Path, server_env: dict | None = None, **extra: str) -> dict:
+    """The environment of a `digitflow` command writing under `root`: against the server whose
+    environment is given, else Prefect's embedded default with the root's own Prefect home."""
+    if server_env is not None:
+        return {**server_env, "DIGITFLOW_ROOT": str(root), **extra}
+    env = {**os.environ, "DIGITFLOW_ROOT": str(root), "PREFECT_HOME": str(root / ".prefect"), **extra}
+    env.pop("PREFECT_API_URL", None)  # the embedded default, as on a fresh machine
+    return env
+
+
+def digitflow(root: Path, *args: object, server_env: dict | None = None, cwd: Path | None = None,
+              timeout: int = 600, **extra_env: str) -> subprocess.CompletedProcess:
+    """The installed `digitflow` console script, run to the end."""
+    return subprocess.run([str(BIN / "digitflow"), *map(str, args)],
+                          env=digitflow_env(root, server_env, **extra_env), cwd=cwd or root,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def start_digitflow(root: Path, *args: object) -> subprocess.Popen:
+    """The command with its logs and output on one pipe, in a process group of its own."""
+    return subprocess.Popen([str(BIN / "digitflow"), *map(str, args)], env=digitflow_env(root),
+                            cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+
+
+def last_json(done: subprocess.CompletedProcess) -> dict:
+    """The JSON summary a successful command ends with."""
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@contextmanager
+def api_client(api_url: str | None = None):
+    """A sync Prefect client, for the given server or the one the settings name."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    updates = {PREFECT_API_URL: api_url} if api_url else {}
+    with temporary_settings(updates), get_client(sync_client=True) as client:
+        yield client
+
+
+def run_artifacts(run_id, api_url: str | None = None) -> list:
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with api_client(api_url) as client:
+        return client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[run_id])))
+
+
+def encode(image: Image.Image | np.ndarray, fmt: str = "PNG", **options) -> bytes:
+    """A picture (or uint8 array) as the bytes of an image file."""
+    if isinstance(image, np.ndarray):
+        image = Image.fromarray(image)
+    out = io.BytesIO()
+    image.save(out, fmt, **options)
+    return out.getvalue()
+
+
+def write_pngs(folder: Path, digits: np.ndarray, name: str = "{i:05d}.png",
+               invert: bool = False, size: int | None = None) -> list[Path]:
+    """Each uint8 digit as a PNG under `folder` (dark ink on white with `invert`, enlarged to
+    `size`×`size` if given)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, digit in enumerate(digits):
+        image = Image.fromarray(255 - digit if invert else digit)
+        if size:
+            image = image.resize((size, size))
+        paths.append(folder / name.format(i=i))
+        image.save(paths[-1])
+    return paths
