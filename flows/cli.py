@@ -54,7 +54,11 @@ def parser() -> argparse.ArgumentParser:
     add_data_options(train)
     train.add_argument("--no-cache", action="store_true", help="rerun every step, ignoring the cache")
     train.add_argument("--gate-margin", type=float,
-                       help="accuracy a new model may lose against the champion and still replace it")
+                       help="accuracy a new model may lose against the champion and still replace it "
+                            "(on your test set when there is one, else on MNIST's)")
+    train.add_argument("--mnist-tolerance", type=float,
+                       help="with your test set: accuracy a new model may lose on MNIST's "
+                            "(default: %(default)s)")
     train.add_argument("--no-speedups", dest="speedups", action="store_false",
                        help="one plain call per batch, no XLA (to check the speedups change nothing)")
 
@@ -84,6 +88,7 @@ def parser() -> argparse.ArgumentParser:
     add_data_options(sweep)
     sweep.add_argument("--no-cache", action="store_true", help="retrain every trial")
     sweep.add_argument("--gate-margin", type=float, help="(default: %(default)s)")
+    sweep.add_argument("--mnist-tolerance", type=float, help="(default: %(default)s)")
     add_cluster_options(sweep)
 
     predict = commands.add_parser("predict", help="predict a few images, and show what the model saw")
@@ -95,6 +100,18 @@ def parser() -> argparse.ArgumentParser:
     predict.add_argument("--json", action="store_true", help="one JSON object per file (table fields)")
     predict.add_argument("--mnist-test", type=int, metavar="INDEX",
                          help="predict X_test[INDEX] of the verified test set, as the tutorial does")
+
+    label = commands.add_parser("label", help="take labelled pictures in as a new span of your digits")
+    label.set_defaults(handler=label_command)
+    label.add_argument("folder", type=Path, help="the pictures")
+    how = label.add_mutually_exclusive_group(required=True)
+    how.add_argument("--labels", type=Path, metavar="CSV",
+                     help="columns path,label (paths relative to FOLDER; empty or 'skip': left out)")
+    how.add_argument("--digit", type=int, help="every picture in FOLDER is this digit")
+    label.add_argument("--span", help="the span's name (default: FOLDER's name and the UTC time)")
+
+    labels = commands.add_parser("labels", help="list the spans of your labelled digits")
+    labels.set_defaults(handler=labels_command)
 
     models = commands.add_parser("models", help="list model versions; promote one or roll back")
     models.set_defaults(handler=models_command)
@@ -213,6 +230,44 @@ def predict_command(args: argparse.Namespace, _early_server: None) -> None:
 
         write_bytes(args.show, png_bytes(prediction_figure(rows, originals, inputs), tight=False))
         print(f"wrote {args.show}", file=sys.stderr)
+
+
+def label_command(args: argparse.Namespace, _early_server: None) -> dict:
+    from tasks.labels import make_span
+    from tasks.paths import get_paths
+
+    span = make_span(get_paths().labelled, args.folder, labels=args.labels, digit=args.digit,
+                     name=args.span)
+    print(f"{span.summary()}; the next `digitflow train` learns from it", file=sys.stderr)
+    return {"span": span.name, "folder": str(span.folder), "pictures": len(span.files),
+            "by_digit": list(span.counts), "skipped": span.skipped}
+
+
+def labels_command(args: argparse.Namespace, _early_server: None) -> dict:
+    from tasks import registry
+    from tasks.labels import list_spans
+    from tasks.paths import get_paths
+
+    paths = get_paths()
+    champion = registry.read_pointer(paths.champion) or {}
+    metadata = registry.read_pointer(paths.models / str(champion.get("model_version")) /
+                                     "metadata.json") or {}
+    trained_on = set(metadata.get("spans", []))
+    rows = []
+    for status in list_spans(paths.labelled):
+        row = {"span": status.name, "in_champion": status.name in trained_on,
+               "problem": status.problem}
+        if status.span:
+            row |= {"pictures": len(status.span.files), "by_digit": list(status.span.counts)}
+        rows.append(row)
+        seen = "the champion was trained on it" if row["in_champion"] else "not in the champion yet"
+        print(f"{status.span.summary() if status.span else f'span {status.name}'}; "
+              f"{'PROBLEM: ' + status.problem if status.problem else seen}", file=sys.stderr)
+    gone = sorted(trained_on - {r["span"] for r in rows})
+    for name in gone:
+        print(f"span {name}: the champion was trained on it, but it is gone; the next retrain "
+              f"leaves it out", file=sys.stderr)
+    return {"spans": rows, "gone": gone, "champion": champion.get("model_version")}
 
 
 def models_command(args: argparse.Namespace, _early_server: None) -> dict:

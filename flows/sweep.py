@@ -15,6 +15,7 @@ from tasks.paths import get_paths
 from tasks.report import publish_sweep_report
 from tasks.settings import SweepSettings
 from tasks.sweep import best_trial, record_trials, register_best, train_trial, trial_grid
+from tasks.yours import take_in_labels
 
 
 DEFAULTS = SweepSettings()  # the one place the defaults live; the CLI and the UI's form show them
@@ -38,6 +39,7 @@ def sweep_digits(
     allow_unverified_data: bool = DEFAULTS.allow_unverified_data,
     no_cache: bool = DEFAULTS.no_cache,
     gate_margin: float = DEFAULTS.gate_margin,
+    mnist_tolerance: float = DEFAULTS.mnist_tolerance,
 ) -> dict:
     settings = SweepSettings(**locals())  # the parameters above (all there is so far), validated
     started = time.perf_counter()
@@ -46,6 +48,7 @@ def sweep_digits(
     # Load
     dataset = load_mnist(paths=paths, data=settings.data,
                          allow_unverified=settings.allow_unverified_data)
+    yours = take_in_labels(paths=paths, refresh=settings.no_cache)  # the gate measures on it too
     # Prepare
     normalized = normalize(paths=paths, dataset=dataset, limit=settings.limit,
                            refresh=settings.no_cache)
@@ -59,9 +62,8 @@ def sweep_digits(
     publish_sweep_report(table=table, best=best)
     # Evaluate the best once on the test set, gate and report
     registered = register_best(paths=paths, best=best)
-    return {**evaluate_and_gate(paths=paths, dataset=dataset, normalized=normalized,
-                                trained=registered, limit=settings.limit,
-                                gate_margin=settings.gate_margin, refresh=settings.no_cache),
+    return {**evaluate_and_gate(paths=paths, dataset=dataset, normalized=normalized, yours=yours,
+                                trained=registered, settings=settings),
             "trials": len(trials), "best_trial": best.number, "val_accuracy": best.val_accuracy,
             "trials_table": table["path"], "run_id": str(flow_run.id),
             "seconds": round(time.perf_counter() - started, 2)}

@@ -2,26 +2,35 @@
 
 from pathlib import Path
 
-import numpy as np
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.metrics import evaluation_tables, per_class_rows
 from tasks.paths import Paths
-from tasks.records import Evaluation, MnistCopy, Normalized, TrainedModel
+from tasks.records import (
+    Evaluation, EvaluationSet, MnistCopy, Normalized, TrainedModel, YourDigits)
 from tasks.registry import read_pointer
 from tasks.store import cached_step, code_version, content_key, write_json, write_parquet
 
 
-def evaluated_model(paths: Paths, version: str, model_path: Path, normalized: Normalized,
-                    test_set: str, refresh: bool) -> Evaluation:
-    """The model's metrics on the normalized test arrays, written beside the model."""
-    key = content_key("evaluate", version, normalized.key, code_version(__name__, "tasks.metrics"))
-    out = model_path.parent / "evaluation"
+def test_sets(dataset: MnistCopy, normalized: Normalized,
+              yours: YourDigits | None) -> dict[str, EvaluationSet]:
+    """MNIST's test set, and yours when your spans put any picture in it."""
+    sets = {"mnist": EvaluationSet(name="mnist", fingerprint=dataset.test_set, key=normalized.key,
+                                   x=normalized.arrays, y=normalized.arrays)}
+    if yours is not None and yours.test_images:
+        sets["yours"] = yours.test_set
+    return sets
+
+
+def evaluated_model(paths: Paths, version: str, model_path: Path, test: EvaluationSet,
+                    refresh: bool) -> Evaluation:
+    """The model's metrics on a test set, written beside the model."""
+    key = content_key("evaluate", version, test.key, code_version(__name__, "tasks.metrics"))
+    out = model_path.parent / ("evaluation" if test.name == "mnist" else f"evaluation-{test.name}")
 
     def produce() -> tuple[dict[str, Path], dict]:
-        with np.load(normalized.arrays, allow_pickle=False) as npz:
-            x, y = npz["x_test"], npz["y_test"]
+        x, y = test.load()
         import keras  # here: a cached run never loads TensorFlow
 
         model = keras.saving.load_model(model_path, compile=False)
@@ -33,27 +42,32 @@ def evaluated_model(paths: Paths, version: str, model_path: Path, normalized: No
             write_parquet(tables[name], files[name])
         # In the record too, so a cached run's report reads no Parquet (pyarrow: 0.45 s to import)
         return files, {"key": key, **tables["metrics"],
-                       "per_class": per_class_rows(tables["per_class"])}
+                       "per_class": per_class_rows(tables["per_class"]),
+                       "confusion": tables["confusion"].drop(columns="true").to_numpy().tolist()}
 
     step = cached_step(paths.cache / f"evaluate-{key}.json", refresh, produce)
-    return Evaluation(key=key, version=version, test_set=test_set,
+    return Evaluation(key=key, version=version, test_set=test.fingerprint,
                       accuracy=step.info["test_accuracy"], loss=step.info["test_loss"],
-                      images=step.info["test_images"], per_class=step.info["per_class"], step=step)
+                      images=step.info["test_images"], per_class=step.info["per_class"], step=step,
+                      name=test.name, confusion=step.info["confusion"])
 
 
 @task(name="evaluate-model", cache_policy=NO_CACHE)
-def evaluate_model(paths: Paths, trained: TrainedModel, normalized: Normalized,
-                   dataset: MnistCopy, refresh: bool) -> Evaluation:
-    evaluation = evaluated_model(paths, trained.version, trained.model_path, normalized,
-                                 dataset.test_set, refresh)
-    get_run_logger().info("test accuracy %.4f, loss %.4f%s", evaluation.accuracy, evaluation.loss,
-                          " (cached)" if evaluation.step.cached else "")
-    return evaluation
+def evaluate_model(paths: Paths, trained: TrainedModel, tests: dict[str, EvaluationSet],
+                   refresh: bool) -> dict[str, Evaluation]:
+    """The model on every test set: MNIST's, and yours if there is one."""
+    evaluations = {name: evaluated_model(paths, trained.version, trained.model_path, test, refresh)
+                   for name, test in tests.items()}
+    for name, e in evaluations.items():
+        get_run_logger().info("%s test set (%d images): accuracy %.4f, loss %.4f%s", name, e.images,
+                              e.accuracy, e.loss, " (cached)" if e.step.cached else "")
+    return evaluations
 
 
 @task(name="evaluate-champion", cache_policy=NO_CACHE)
-def evaluate_champion(paths: Paths, normalized: Normalized, dataset: MnistCopy) -> Evaluation | None:
-    """The champion's metrics on this run's test set, so the gate compares like with like."""
+def evaluate_champion(paths: Paths, tests: dict[str, EvaluationSet]) -> dict[str, Evaluation] | None:
+    """The champion on this run's test sets, so the gate compares like with like (and measures
+    it again whenever your test set has grown)."""
     pointer = read_pointer(paths.champion)
     if pointer is None:
         return None
@@ -61,5 +75,5 @@ def evaluate_champion(paths: Paths, normalized: Normalized, dataset: MnistCopy) 
         get_run_logger().warning("champion %s has no model file at %s; treating as no champion",
                                  pointer["model_version"], pointer["model_path"])
         return None
-    return evaluated_model(paths, pointer["model_version"], Path(pointer["model_path"]), normalized,
-                           dataset.test_set, refresh=False)
+    return {name: evaluated_model(paths, pointer["model_version"], Path(pointer["model_path"]), test,
+                                  refresh=False) for name, test in tests.items()}

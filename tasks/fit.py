@@ -80,8 +80,8 @@ class Trainer:
 
 def fit(model: keras.Model, x: np.ndarray, y: np.ndarray, *, epochs: int, batch_size: int,
         validation_split: float, seed: int, patience: int | None = None, speedups: bool = True,
-        xla: bool = True, log: Callable[[str], None] = print,
-        checkpoint: Path | None = None) -> pd.DataFrame:
+        xla: bool = True, log: Callable[[str], None] = print, checkpoint: Path | None = None,
+        validation: tuple[np.ndarray, np.ndarray] | None = None) -> pd.DataFrame:
     """Train `model` in place; returns the per-epoch history (epoch, loss, accuracy, val_*).
 
     `xla` is the preset's: XLA fuses the many tiny ops of a small dense network, but for larger
@@ -91,10 +91,14 @@ def fit(model: keras.Model, x: np.ndarray, y: np.ndarray, *, epochs: int, batch_
     With `checkpoint`, the state after every epoch is saved there, and a run killed half-way
     resumes after its last finished epoch (like Keras's BackupAndRestore); the caller deletes the
     file once the model is saved.
+    With `validation` (Keras's validation_data), all of x trains and validation_split is unused.
     """
-    split = math.ceil(len(x) * (1 - validation_split))  # keras: the last rows are validation
-    trainer = Trainer(model, x[:split], y[:split], batch_size, speedups, xla)
-    x_val, y_val = x[split:], y[split:].astype(np.int64)
+    if validation is None:
+        split = math.ceil(len(x) * (1 - validation_split))  # keras: the last rows are validation
+        x, y, validation = x[:split], y[:split], (x[split:], y[split:])
+    split = len(x)
+    trainer = Trainer(model, x, y, batch_size, speedups, xla)
+    x_val, y_val = validation[0], validation[1].astype(np.int64)
     shuffle = np.random.default_rng(seed)
     history, best_weights, stopped = [], None, False
     if checkpoint is not None and checkpoint.exists():

@@ -26,6 +26,10 @@ class Paths:
         return self.data / "raw"
 
     @property
+    def labelled(self) -> Path:
+        return self.data / "labelled"
+
+    @property
     def raw_mnist(self) -> Path:
         return self.raw / "mnist.npz"
 
@@ -67,6 +71,11 @@ class Paths:
         """Sweep trial tables, and under trials/ every trial's model (the best one is copied
         into models/ when the sweep registers it)."""
         return self.artifacts / "sweeps"
+
+    @property
+    def prepared_labels(self) -> Path:
+        """Your labelled pictures as model inputs, one folder per set of spans (by content)."""
+        return self.artifacts / "labelled"
 
     @property
     def predictions(self) -> Path:

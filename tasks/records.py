@@ -78,6 +78,7 @@ class TrainedModel:
     epochs_run: int
     fit_seconds: float
     step: StepRecord
+    spans: tuple[str, ...] = ()  # your labelled spans it was trained on
 
     @classmethod
     def from_step(cls, step: StepRecord) -> "TrainedModel":
@@ -86,7 +87,8 @@ class TrainedModel:
         return cls(version=info["version"], preset=info["preset"],
                    architecture=info["architecture"], settings=info["fit_settings"],
                    train_images=info["train_images"], params=info["params"],
-                   epochs_run=info["epochs_run"], fit_seconds=info["fit_seconds"], step=step)
+                   epochs_run=info["epochs_run"], fit_seconds=info["fit_seconds"], step=step,
+                   spans=tuple(info.get("spans", ())))
 
     @property
     def model_path(self) -> Path:
@@ -116,6 +118,8 @@ class Evaluation:
     images: int
     per_class: list[dict]  # digit, precision, recall, f1, support
     step: StepRecord | None = None  # the files (metrics, per-class, confusion, predictions)
+    name: str = "mnist"  # which test set: "mnist" or "yours"
+    confusion: list[list[int]] | None = None  # [true][predicted] counts
 
     @property
     def confusion_path(self) -> Path:
@@ -130,13 +134,17 @@ class Evaluation:
 class GateDecision:
     promote: bool
     reason: str
-    test_set: str
+    test_set: str  # MNIST's
     challenger: str
     challenger_accuracy: float
     challenger_loss: float | None
     champion: str | None = None
     champion_accuracy: float | None = None
     champion_loss: float | None = None
+    decided_by: str = "MNIST's test set"  # or "your test set", or "both test sets"
+    your_test_set: str | None = None  # with spans: your test set's fingerprint
+    challenger_your_accuracy: float | None = None
+    champion_your_accuracy: float | None = None
 
 
 @dataclass(frozen=True)
@@ -149,3 +157,35 @@ class Trial:
     train_accuracy: float
     process: str  # host:pid where it ran (which Dask worker)
 
+
+@dataclass(frozen=True)
+class EvaluationSet:
+    """Test images a model is measured on: MNIST's, or your own labelled ones."""
+    name: str  # "mnist" or "yours"
+    fingerprint: str  # of the images and labels: what makes two measurements comparable
+    key: str  # the cache key of the step that wrote the arrays
+    x: Path  # an .npz holding x_test (MNIST's normalized arrays), or an .npy
+    y: Path
+
+    def load(self):
+        """(x, y) as numpy arrays."""
+        import numpy as np
+
+        if self.x.suffix == ".npz":
+            with np.load(self.x, allow_pickle=False) as npz:
+                return npz["x_test"], npz["y_test"]
+        return np.load(self.x, allow_pickle=False), np.load(self.y, allow_pickle=False)
+
+
+@dataclass(frozen=True)
+class YourDigits:
+    """Every labelled span, taken in and prepared: your training pictures and your test set."""
+    key: str
+    spans: tuple[str, ...]
+    train_images: int
+    test_images: int
+    summaries: tuple[str, ...]  # a line per span: pictures per digit, broken, duplicates
+    conflicts: tuple[str, ...]  # the same picture with two labels: left out
+    broken: tuple[str, ...]  # span/path: why
+    test_set: EvaluationSet
+    step: StepRecord

@@ -10,7 +10,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from tasks.mnist import FROZEN_TEST_SET
-from tasks.records import Evaluation, GateDecision, StepRecord, TrainedModel, Trial
+from tasks.records import Evaluation, GateDecision, StepRecord, TrainedModel, Trial, YourDigits
 
 
 def png_data_uri(png: bytes) -> str:
@@ -36,16 +36,50 @@ def gate_lines(decision: GateDecision) -> list[str]:
         "",
         f"Test set `{decision.test_set}`{frozen}.",
         "",
-        "| | model | test accuracy | test loss |", "|---|---|---|---|",
+        *([f"Your test set `{decision.your_test_set}`; decided by {decision.decided_by}.", ""]
+          if decision.your_test_set else []),
+        "| | model | MNIST test accuracy | MNIST test loss | your test accuracy |",
+        "|---|---|---|---|---|",
         f"| challenger (this run) | | {number(decision.challenger_accuracy)} | "
-        f"{number(decision.challenger_loss)} |",
+        f"{number(decision.challenger_loss)} | {number(decision.challenger_your_accuracy)} |",
         f"| champion before | {champion} | {number(decision.champion_accuracy)} | "
-        f"{number(decision.champion_loss)} |",
+        f"{number(decision.champion_loss)} | {number(decision.champion_your_accuracy)} |",
         "",
     ]
 
 
+def your_digits_lines(yours: YourDigits | None, evaluated: dict[str, Evaluation]) -> list[str]:
+    """Your spans, and the model on your test set beside MNIST's."""
+    if yours is None:
+        return ["## Your digits", "", "No labelled spans in data/labelled: trained on MNIST alone "
+                "(`digitflow label FOLDER --labels CSV` makes one).", ""]
+    lines = ["## Your digits", "",
+             f"{yours.train_images} pictures for training, {yours.test_images} in your test set "
+             f"(chosen by each picture's SHA-256), from {len(yours.spans)} spans:", "",
+             *[f"- {line}" for line in yours.summaries], ""]
+    if yours.conflicts:
+        lines += ["Left out, the same picture with two labels:", "",
+                  *[f"- {c}" for c in yours.conflicts], ""]
+    if yours.broken:
+        lines += ["Broken files (not used):", "", *[f"- `{b}`" for b in yours.broken[:20]], ""]
+    lines += ["| test set | images | accuracy | loss |", "|---|---|---|---|",
+              *[f"| {'MNIST' if name == 'mnist' else 'yours'} | {e.images} | {e.accuracy:.4f} | "
+                f"{e.loss:.4f} |" for name, e in evaluated.items()], ""]
+    if "yours" in evaluated:
+        e = evaluated["yours"]
+        lines += ["### Your test set, per digit", "",
+                  "| digit | precision | recall | f1 | support |", "|---|---|---|---|---|",
+                  *[f"| {r['digit']} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | "
+                    f"{r['support']} |" for r in e.per_class], "",
+                  "### Your test set, confusion matrix (rows: true digit, columns: predicted)", "",
+                  "| | " + " | ".join(map(str, range(10))) + " |", "|---" * 11 + "|",
+                  *[f"| **{d}** | " + " | ".join(map(str, row)) + " |"
+                    for d, row in enumerate(e.confusion)], ""]
+    return lines
+
+
 def training_markdown(metadata: dict, plots: StepRecord, decision: GateDecision,
+                      yours: YourDigits | None, evaluated: dict[str, Evaluation],
                       summary: str) -> str:
     m, s = metadata["metrics"], metadata["settings"]
     folder = Path(metadata["model_path"]).parent
@@ -62,6 +96,7 @@ def training_markdown(metadata: dict, plots: StepRecord, decision: GateDecision,
         f"| training images | {metadata['train_images']} |",
         f"| parameters | {metadata['params']:,} |",
         "",
+        *your_digits_lines(yours, evaluated),
         "## Settings",
         "",
         "| setting | value |", "|---|---|",
@@ -87,21 +122,29 @@ def training_markdown(metadata: dict, plots: StepRecord, decision: GateDecision,
 
 
 @task(name="publish-training-report", cache_policy=NO_CACHE)
-def publish_training_report(metadata: dict, trained: TrainedModel, evaluated: Evaluation,
-                            plots: StepRecord, decision: GateDecision, models: list[dict]) -> None:
+def publish_training_report(metadata: dict, trained: TrainedModel,
+                            evaluated: dict[str, Evaluation], plots: StepRecord,
+                            decision: GateDecision, yours: YourDigits | None,
+                            models: list[dict]) -> None:
     name = trained.preset or "sweep"
+    mnist = evaluated["mnist"]
+    on_yours = f", yours {evaluated['yours'].accuracy:.4f}" if "yours" in evaluated else ""
     create_markdown_artifact(key=f"train-report-{name}",
-                             markdown=training_markdown(metadata, plots, decision,
+                             markdown=training_markdown(metadata, plots, decision, yours, evaluated,
                                                         trained.summary_path.read_text()),
-                             description=f"test accuracy {evaluated.accuracy:.4f}; "
+                             description=f"test accuracy {mnist.accuracy:.4f}{on_yours}; "
                                          f"{'promoted' if decision.promote else 'not promoted'}")
-    create_table_artifact(key=f"per-class-metrics-{name}", table=evaluated.per_class,
+    create_table_artifact(key=f"per-class-metrics-{name}", table=mnist.per_class,
                           description=f"model {trained.version}")
+    if "yours" in evaluated:
+        create_table_artifact(key=f"per-class-metrics-yours-{name}",
+                              table=evaluated["yours"].per_class,
+                              description=f"model {trained.version} on your test set")
     # One key across retrains: its versions on the Artifacts page are the accuracy history.
     create_table_artifact(key="model-versions", table=[
         {"version": m["version"], "preset": m["preset"], "created_at": m["created_at"],
          "test_accuracy": round(float(m["test_accuracy"]), 4), "champion": bool(m["champion"])}
-        for m in models], description=f"{len(models)} versions; latest accuracy {evaluated.accuracy:.4f}")
+        for m in models], description=f"{len(models)} versions; latest accuracy {mnist.accuracy:.4f}")
 
 
 @task(name="publish-sweep-report", cache_policy=NO_CACHE)

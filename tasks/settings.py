@@ -18,6 +18,8 @@ class TrainSettings(BaseModel, frozen=True):
     no_cache: bool = False
     speedups: bool = True  # False: the plain per-batch loop, to check speedups change nothing
     gate_margin: float = Field(default=0.0, ge=0, le=1)  # accuracy a challenger may lose
+    # With your test set: accuracy a challenger may lose on MNIST's (tasks.registry.MNIST_TOLERANCE)
+    mnist_tolerance: float = Field(default=0.003, ge=0, le=1)
 
     def model_post_init(self, _context: object) -> None:
         if self.preset not in PRESETS:
@@ -72,6 +74,7 @@ class SweepSettings(BaseModel, frozen=True):
     allow_unverified_data: bool = False
     no_cache: bool = False
     gate_margin: float = Field(default=0.0, ge=0, le=1)
+    mnist_tolerance: float = Field(default=0.003, ge=0, le=1)
 
     def model_post_init(self, _context: object) -> None:
         for text in self.hidden:

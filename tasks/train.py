@@ -11,12 +11,13 @@ from prefect.cache_policies import NO_CACHE
 from tasks.modelfiles import model_version, save_model
 from tasks.paths import Paths
 from tasks.presets import PRESETS
-from tasks.records import Normalized, TrainedModel
+from tasks.records import Normalized, TrainedModel, YourDigits
 from tasks.settings import TrainSettings
 from tasks.store import cached_step, code_version, content_key
+from tasks.yours import training_mix
 
 
-def train_preset(x: np.ndarray, y: np.ndarray, fit_settings: dict, log: Callable[[str], None],
+def train_preset(train: tuple, validation: tuple, fit_settings: dict, log: Callable[[str], None],
                  checkpoint: Path | None = None):
     """(model, history) for the preset and settings; deterministic for a given seed."""
     import keras  # here, not at the top: a fully cached run never loads TensorFlow
@@ -27,28 +28,36 @@ def train_preset(x: np.ndarray, y: np.ndarray, fit_settings: dict, log: Callable
     preset = PRESETS[fit_settings["preset"]]
     keras.utils.set_random_seed(fit_settings["seed"])
     model = build_model(fit_settings["preset"])
-    history = fit(model, x, y, epochs=fit_settings["epochs"], batch_size=fit_settings["batch_size"],
+    history = fit(model, *train, validation=validation, epochs=fit_settings["epochs"],
+                  batch_size=fit_settings["batch_size"],
                   validation_split=fit_settings["validation_split"], seed=fit_settings["seed"],
                   patience=preset.patience, speedups=fit_settings["speedups"], xla=preset.xla,
                   log=log, checkpoint=checkpoint)
     return model, history
 
 
-def trained_model(paths: Paths, normalized: Normalized, settings: TrainSettings,
-                  log: Callable[[str], None] = print) -> TrainedModel:
+def trained_model(paths: Paths, normalized: Normalized, yours: YourDigits | None,
+                  settings: TrainSettings, log: Callable[[str], None] = print) -> TrainedModel:
+    """MNIST's training images plus your training pictures (if any span exists), fit."""
     fit_settings = settings.fit_settings()
-    key = content_key("train", normalized.key, fit_settings,
+    # Without spans the key is what it always was: the same data and settings, the same model.
+    data_key = normalized.key if yours is None else [normalized.key, yours.key]
+    key = content_key("train", data_key, fit_settings,
                       code_version("tasks.models", "tasks.presets", "tasks.fit", "tasks.metrics",
-                                   "tasks.modelfiles", __name__))
+                                   "tasks.modelfiles", "tasks.yours", __name__))
 
     def produce() -> tuple[dict[str, Path], dict]:
         with np.load(normalized.arrays, allow_pickle=False) as npz:
-            x, y = npz["x_train"], npz["y_train"]
+            mnist = npz["x_train"], npz["y_train"]
+        train, validation, times = training_mix(mnist, yours, fit_settings["validation_split"])
         checkpoint = paths.cache / f"train-{key}.checkpoint.npz"
         if settings.no_cache:
             checkpoint.unlink(missing_ok=True)  # every step reruns, training from epoch 1 too
         started = time.perf_counter()
-        model, history = train_preset(x, y, fit_settings, log, checkpoint)
+        if times:
+            log(f"your {yours.train_images} training pictures: the last 20 % validate, the rest "
+                f"repeated {times}×; {len(train[0])} rows to fit, {len(validation[0])} to validate")
+        model, history = train_preset(train, validation, fit_settings, log, checkpoint)
         seconds = time.perf_counter() - started
         version = model_version(model)
         files = save_model(model, history, paths.models / version)
@@ -56,7 +65,9 @@ def trained_model(paths: Paths, normalized: Normalized, settings: TrainSettings,
         return files, {
             "key": key, "version": version, "preset": settings.preset,
             "architecture": settings.preset, "fit_settings": fit_settings,
-            "train_images": int(len(x)), "params": int(model.count_params()),
+            "train_images": len(mnist[0]) + (yours.train_images if yours else 0),
+            "params": int(model.count_params()),
+            "spans": list(yours.spans) if yours else [], "your_repeats": times,
             "epochs_run": int(len(history)), "fit_seconds": round(seconds, 2),
         }
 
@@ -64,9 +75,10 @@ def trained_model(paths: Paths, normalized: Normalized, settings: TrainSettings,
 
 
 @task(name="train-model", cache_policy=NO_CACHE)
-def train_model(paths: Paths, normalized: Normalized, settings: TrainSettings) -> TrainedModel:
+def train_model(paths: Paths, normalized: Normalized, yours: YourDigits | None,
+                settings: TrainSettings) -> TrainedModel:
     logger = get_run_logger()
-    trained = trained_model(paths, normalized, settings, log=logger.info)
+    trained = trained_model(paths, normalized, yours, settings, log=logger.info)
     logger.info("model %s at %s%s", trained.version, trained.folder,
                 " (cached)" if trained.step.cached else "")
     return trained

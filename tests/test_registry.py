@@ -30,9 +30,15 @@ def paths(tmp_path) -> Paths:
     return paths
 
 
-def measured(version: str, accuracy: float, test_set: str = FROZEN_TEST_SET) -> Evaluation:
-    return Evaluation(key="k", version=version, test_set=test_set, accuracy=accuracy, loss=0.1,
-                      images=10_000, per_class=[])
+def measured(version: str, accuracy: float, test_set: str = FROZEN_TEST_SET,
+             yours: float | None = None) -> dict[str, Evaluation]:
+    """A model's evaluations: on MNIST's test set, and on yours if `yours` is its accuracy."""
+    sets = {"mnist": Evaluation(key="k", version=version, test_set=test_set, accuracy=accuracy,
+                                loss=0.1, images=10_000, per_class=[])}
+    if yours is not None:
+        sets["yours"] = Evaluation(key="y", version=version, test_set="yoursfingerprint",
+                                   accuracy=yours, loss=0.2, images=60, per_class=[], name="yours")
+    return sets
 
 
 @pytest.mark.parametrize("new, margin, promoted", [
@@ -60,6 +66,30 @@ def test_a_model_measured_on_another_test_set_is_never_promoted_automatically():
         assert not decision.promote
         assert "not the frozen MNIST test set" in decision.reason
         assert "digitflow models promote cccc" in decision.reason
+
+
+@pytest.mark.parametrize("mnist, yours, promoted, decided_by", [
+    (0.980, 0.90, True, "both test sets"),  # better on yours, MNIST unchanged
+    (0.9775, 0.95, True, "both test sets"),  # loses 0.25 points on MNIST: within 0.3
+    (0.976, 0.95, False, "MNIST's test set"),  # loses 0.4 points on MNIST
+    (0.990, 0.79, False, "your test set"),  # better on MNIST, worse on yours
+])
+def test_with_your_test_set_the_gate_protects_both(mnist, yours, promoted, decided_by):
+    decision = decide(measured("cccc", mnist, yours=yours), measured("bbbb", 0.980, yours=0.80), 0.0)
+    assert decision.promote is promoted and decision.decided_by == decided_by
+    assert decision.your_test_set == "yoursfingerprint"
+    assert (decision.challenger_your_accuracy, decision.champion_your_accuracy) == (yours, 0.80)
+
+
+def test_the_mnist_tolerance_is_a_setting():
+    strict = decide(measured("cccc", 0.9775, yours=0.95), measured("bbbb", 0.98, yours=0.8), 0.0,
+                    mnist_tolerance=0.001)
+    assert not strict.promote and "beyond the tolerance 0.001" in strict.reason
+
+
+def test_an_unchanged_retrain_says_nothing_new():
+    again = decide(measured("bbbb", 0.98, yours=0.9), measured("bbbb", 0.98, yours=0.9), 0.0)
+    assert not again.promote and again.reason.startswith("nothing new")
 
 
 def test_promote_rollback_and_list(paths):

@@ -1,0 +1,659 @@
+"""Labelled spans: batches of a user's own labelled digit pictures, immutable once taken in.
+
+A span is a folder under data/labelled/ holding either a folder per digit (`7/*.png`) or pictures
+plus a labels.csv (`path,label`). `digitflow label` makes one; training takes every span in,
+checks that none changed since, keeps each picture once by content, and puts it in a split chosen
+by its SHA-256: the same bytes always land in the same split, so adding spans never moves a
+picture between the user's test set and training.
+"""
+
+import csv
+import io
+import json
+import os
+import re
+import shutil
+import time
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+from tasks.files import ImageFile, display_name, list_images, read_images
+from tasks.images import CANVAS, EXTENSIONS
+from tasks.store import TICK_NS, content_key, file_sha256, stamp, write_json
+
+MANIFEST = "span.json"
+LABELS_CSV = "labels.csv"
+DIGITS = tuple(str(d) for d in range(10))
+SPLITS = ("train", "test")
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+NOT_LABELLED = frozenset({"", "skip", "not a digit"})  # label cells a labelling tool leaves
+CHUNK = 4096  # pictures decoded at a time: bounds memory on 100,000 pictures
+SHOWN = 5  # paths named in a message before "and N more"
+TO_FIX_CHANGED = ("A span is immutable once taken in; put new or corrected pictures in a new span "
+                  "with `digitflow label ...`, or restore the files.")
+
+
+class LabelError(ValueError):
+    """Labelled pictures digitflow will not take, with what to do about it."""
+
+
+class SpanChanged(LabelError):
+    """A span whose files are no longer what was taken in."""
+
+
+def split_of(sha256: str) -> str:
+    """'test' for about 1 picture in 5, by content alone, so no later span can move it."""
+    return "test" if int(sha256[:8], 16) % 5 == 0 else "train"
+
+
+def digit_counts(labels: Iterable[int]) -> tuple[int, ...]:
+    """How many of each digit, 0..9."""
+    counts = Counter(labels)
+    return tuple(counts[d] for d in range(10))
+
+
+@dataclass(frozen=True)
+class SpanFile:
+    path: str  # relative to the span folder, "/"-separated
+    label: int
+    sha256: str
+    size: int
+    stamp: tuple[int, ...] | None = None  # tasks.store.stamp when hashed: while equal, not rehashed
+
+
+@dataclass(frozen=True)
+class SpanSummary:
+    """One line of `digitflow labels`; broken, duplicates and conflicts are known once prepared."""
+    name: str
+    pictures: int
+    by_digit: tuple[int, ...]
+    broken: int = 0
+    duplicates: int = 0
+    conflicts: int = 0
+
+    def __str__(self) -> str:
+        digits = ", ".join(f"{d}: {n}" for d, n in enumerate(self.by_digit))
+        extra = [f"{n} {what}" for n, what in ((self.broken, "broken"), (self.duplicates, "duplicates"),
+                                              (self.conflicts, "in conflicts")) if n]
+        return ", ".join([f"span {self.name}: {self.pictures} pictures ({digits})", *extra])
+
+
+@dataclass(frozen=True)
+class Span:
+    name: str
+    folder: Path
+    created_at: str  # UTC, ISO 8601
+    layout: str  # "digits" (a folder per digit) or "csv" (pictures plus labels.csv)
+    files: tuple[SpanFile, ...]
+    skipped: int = 0  # pictures or CSV rows without a label: left out
+    unlabelled: tuple[str, ...] = ()  # pictures present but without a label (hand-made spans)
+    labels_csv: str | None = None  # SHA-256 of labels.csv, which must not change either
+
+    @property
+    def counts(self) -> tuple[int, ...]:
+        return digit_counts(f.label for f in self.files)
+
+    def summary(self) -> SpanSummary:
+        return SpanSummary(self.name, len(self.files), self.counts)
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "created_at": self.created_at, "layout": self.layout,
+                "skipped": self.skipped, "unlabelled": list(self.unlabelled),
+                "labels_csv": self.labels_csv,
+                "files": [{"path": f.path, "label": f.label, "sha256": f.sha256, "size": f.size,
+                           "stamp": list(f.stamp) if f.stamp else None} for f in self.files]}
+
+    @classmethod
+    def from_json(cls, record: dict, folder: Path) -> "Span":
+        files = tuple(SpanFile(str(f["path"]), int(f["label"]), str(f["sha256"]), int(f["size"]),
+                               tuple(f["stamp"]) if f.get("stamp") else None)
+                      for f in record["files"])
+        if record["layout"] not in ("digits", "csv") or any(f.label not in range(10) for f in files):
+            raise ValueError("unknown layout or a label outside 0..9")
+        if record["layout"] == "digits" and any(f.path.split("/")[0] != str(f.label) for f in files):
+            raise ValueError("a label that is not its digit folder")
+        return cls(str(record["name"]), folder, str(record["created_at"]), record["layout"], files,
+                   int(record.get("skipped", 0)), tuple(record.get("unlabelled", ())),
+                   record.get("labels_csv"))
+
+
+@dataclass(frozen=True)
+class SpanStatus:
+    """A folder under data/labelled/: the span it holds, or why it cannot be taken in."""
+    name: str
+    folder: Path
+    span: Span | None
+    problem: str | None = None
+
+
+@dataclass(frozen=True)
+class _Pick:
+    """A picture about to become part of a span."""
+    location: Path
+    path: str  # in the span
+    label: int
+    where: str  # where the user gave it, for messages
+
+
+def check_name(name: str) -> None:
+    if not NAME.fullmatch(name):
+        raise LabelError(f"{name!r} cannot be a span name: use up to 100 letters, digits, '.', '_' "
+                         "and '-', starting with a letter or a digit")
+
+
+def default_name(source: Path) -> str:
+    """`<source folder name>-<UTC time>`, made a valid span name."""
+    base = re.sub(r"[^A-Za-z0-9._-]+", "-", source.resolve().name).strip("-._")[:70] or "span"
+    return f"{base}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
+
+
+def _shown(paths: list[str]) -> str:
+    more = f" and {len(paths) - SHOWN} more" if len(paths) > SHOWN else ""
+    return ", ".join(display_name(p) for p in paths[:SHOWN]) + more
+
+
+def _relative(file: ImageFile, folder: Path) -> str:
+    # The real name (undecodable bytes as surrogates, which JSON keeps), not the display name.
+    return Path(file.location).relative_to(folder).as_posix()
+
+
+def parse_label(cell: str, where: str) -> int | None:
+    """The digit in a label cell, or None for a picture left unlabelled."""
+    cell = cell.strip()
+    if cell.lower() in NOT_LABELLED:
+        return None
+    if re.fullmatch(r"[0-9](\.0*)?", cell):  # pandas writes 7.0 in a label column with gaps
+        return int(float(cell))
+    raise LabelError(f"{where}: label {cell!r} is not a digit 0–9; write the digit, or leave the "
+                     "cell empty (or 'skip') to leave the picture out")
+
+
+def read_labels_csv(labels: Path, folder: Path) -> tuple[list[_Pick], list[str]]:
+    """The labelled rows of a path,label CSV about pictures under `folder`, and the paths of the
+    rows left unlabelled. Refuses rows that name no picture there or give no digit."""
+    try:
+        text = labels.read_text(encoding="utf-8-sig")  # a spreadsheet's byte-order mark is no column
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LabelError(f"cannot read {labels}: {getattr(exc, 'strerror', None) or exc}") from exc
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = next(reader, [])
+    columns = [c.strip().lower() for c in header]
+    if "path" not in columns or "label" not in columns:
+        raise LabelError(f"{labels} needs the columns path and label (it has: "
+                         f"{', '.join(header) or 'no header'}); other columns may stay")
+    path_at, label_at = columns.index("path"), columns.index("label")
+    inside = folder.resolve()
+    picks: dict[str, _Pick] = {}
+    lines: dict[str, int] = {}
+    unlabelled = []
+    for row in reader:
+        line = reader.line_num
+        if not any(cell.strip() for cell in row):
+            continue
+        cells = row + [""] * (len(columns) - len(row))
+        where = f"{labels} line {line}"
+        path = cells[path_at].strip()
+        label = parse_label(cells[label_at], f"{where} ({path})")
+        if label is None:
+            unlabelled.append(path)
+            continue
+        pure = PurePosixPath(path)
+        location = folder / pure
+        if not path or pure.is_absolute() or ".." in pure.parts \
+                or not location.resolve().is_relative_to(inside):
+            raise LabelError(f"{where}: path {path!r} is not a picture inside {folder}")
+        if pure.suffix.lower() not in EXTENSIONS:
+            raise LabelError(f"{where}: {path} is not an image file digitflow reads "
+                             f"({', '.join(sorted(EXTENSIONS))})")
+        if not location.is_file():
+            raise LabelError(f"{where}: {path} is not in {folder}; fix the path, or remove the row")
+        key = pure.as_posix()
+        if key in picks and picks[key].label != label:
+            raise LabelError(f"{where}: {path} is labelled {label}, but line {lines[key]} labels it "
+                             f"{picks[key].label}; keep one row")
+        lines.setdefault(key, line)
+        picks.setdefault(key, _Pick(location, key, label, f"{path} ({where})"))
+    return list(picks.values()), unlabelled
+
+
+def _record_files(folder: Path, entries: list[tuple[str, int]]) -> tuple[SpanFile, ...]:
+    """Hash each (path, label) under `folder` and note its stamp, so take_in can skip rehashing."""
+    locations = [folder / path for path, _ in entries]
+    newest = max((p.stat().st_mtime_ns for p in locations), default=0)
+    # As tasks.store.write_manifest: a stamp taken this long after the newest write cannot match
+    # any later write.
+    time.sleep(max(0, newest + TICK_NS - time.time_ns()) / 1e9)
+    files = []
+    for (path, label), location in zip(entries, locations):
+        before = stamp(location)
+        sha = file_sha256(location)
+        settled = before is not None and before == stamp(location)  # not written while hashed
+        files.append(SpanFile(path, label, sha, location.stat().st_size,
+                              tuple(before) if settled else None))
+    return tuple(files)
+
+
+def _refuse_conflicts(picks: list[_Pick], hashes: list[str],
+                      taken: dict[str, list[tuple[str, int]]]) -> None:
+    """Refuse the same bytes labelled two ways, in this batch or against the spans taken in."""
+    by_sha: dict[str, list[_Pick]] = defaultdict(list)
+    for pick, sha in zip(picks, hashes):
+        by_sha[sha].append(pick)
+    clashes = []
+    for sha, group in by_sha.items():
+        if len({p.label for p in group}) > 1:
+            clashes.append(" and ".join(f"{p.where} labelled {p.label}" for p in group))
+            continue
+        label = group[0].label
+        clashes += [f"{group[0].where} labelled {label}, but {where} labelled {other}"
+                    for where, other in taken.get(sha, []) if other != label]
+    if clashes:
+        more = f"\n  and {len(clashes) - SHOWN} more" if len(clashes) > SHOWN else ""
+        listed = "\n  ".join(clashes[:SHOWN]) + more
+        raise LabelError(f"the same picture (the same bytes) has two labels:\n  {listed}\nFix the "
+                         "label, or leave that file out (an empty or 'skip' label in the CSV, or "
+                         "remove it from the folder), and run `digitflow label` again.")
+
+
+def make_span(labelled: Path, source: Path, *, labels: Path | None = None,
+              digit: int | None = None, name: str | None = None) -> Span:
+    """Copy the labelled pictures of `source` into a new span `labelled/<name>` (whole or absent).
+
+    `labels`: a path,label CSV (paths relative to `source`); `digit`: every picture under `source`
+    shows this digit. Exactly one of them.
+    """
+    if (labels is None) == (digit is None):
+        raise LabelError("give either a labels CSV (--labels) or the one digit of the whole folder "
+                         "(--digit)")
+    if digit is not None and digit not in range(10):
+        raise LabelError(f"--digit must be a digit 0..9, not {digit!r}")
+    if not source.is_dir():
+        raise LabelError(f"{source} is not a folder of pictures")
+    name = default_name(source) if name is None else name
+    check_name(name)
+    if os.path.lexists(labelled / name):
+        raise LabelError(f"span {name} already exists in {labelled}; spans never change once made: "
+                         "choose another name with --span NAME")
+    if digit is not None:
+        images = list_images(source)
+        picks = [_Pick(Path(f.location), f"{digit}/{_relative(f, source)}", digit, str(source / f.path))
+                 for f in images if f.problem is None]
+        skipped = len(images) - len(picks)  # symbolic links leading outside the folder
+        layout = "digits"
+    else:
+        picks, unlabelled = read_labels_csv(labels, source)
+        skipped = len(unlabelled)
+        layout = "csv"
+    if not picks:
+        found = f"all {skipped} pictures or rows are unlabelled" if skipped else "no image files"
+        raise LabelError(f"no usable picture in {source}: {found}")
+    hashes = [file_sha256(p.location) for p in picks]
+    taken = defaultdict(list)
+    for status in list_spans(labelled):
+        for f in status.span.files if status.span else ():
+            taken[f.sha256].append((f"{f.path} in span {status.name}", f.label))
+    _refuse_conflicts(picks, hashes, taken)
+    return _build_span(labelled, name, layout, picks, hashes, skipped)
+
+
+def _build_span(labelled: Path, name: str, layout: str, picks: list[_Pick], hashes: list[str],
+                skipped: int) -> Span:
+    # Built in a hidden folder and renamed into place: a killed command leaves no half span, and
+    # list_spans ignores hidden folders.
+    labelled.mkdir(parents=True, exist_ok=True)
+    building = labelled / f".{name}.{uuid.uuid4().hex[:8]}.tmp"
+    building.mkdir()
+    try:
+        for pick in picks:
+            target = building / pick.path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(pick.location, target)
+        files = _record_files(building, [(p.path, p.label) for p in picks])
+        moved = [p.where for p, f, sha in zip(picks, files, hashes) if f.sha256 != sha]
+        if moved:
+            raise LabelError(f"{_shown(moved)} changed while being copied; run `digitflow label` "
+                             "again when nothing is writing to them")
+        labels_sha = None
+        if layout == "csv":
+            with open(building / LABELS_CSV, "w", newline="") as out:
+                writer = csv.writer(out, lineterminator="\n")
+                writer.writerow(["path", "label"])
+                writer.writerows(sorted((f.path, f.label) for f in files))
+            labels_sha = file_sha256(building / LABELS_CSV)
+        span = Span(name, labelled / name, datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                    layout, files, skipped, (), labels_sha)
+        write_json(building / MANIFEST, span.to_json())
+        try:
+            os.rename(building, labelled / name)
+        except OSError as exc:
+            if os.path.lexists(labelled / name):  # another `digitflow label` took the name first
+                raise LabelError(f"span {name} already exists in {labelled}; choose another "
+                                 "name") from exc
+            raise
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
+    return span
+
+
+def take_in(folder: Path) -> Span:
+    """The span in `folder`, checked unchanged since it was taken in; a span made by hand (no
+    span.json yet) is read from its layout, hashed, and fixed from now on by writing span.json."""
+    if not folder.is_dir():
+        raise LabelError(f"{folder} is not a span folder")
+    if not (folder / MANIFEST).exists():
+        return _take_in_by_hand(folder)
+    try:
+        span = Span.from_json(json.loads((folder / MANIFEST).read_text()), folder)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise LabelError(f"span {folder.name}: its {MANIFEST} cannot be read ({exc}); restore it "
+                         "from where the span came from") from exc
+    if span.name != folder.name:
+        raise SpanChanged(f"span {folder.name} was taken in as {span.name}: a span keeps its name "
+                          "(models record it); rename the folder back")
+    _check_unchanged(span)
+    return span
+
+
+def _check_unchanged(span: Span) -> None:
+    modified, missing = [], []
+    for f in span.files:
+        location = span.folder / f.path
+        try:
+            now = stamp(location)
+            if f.stamp is not None and now is not None and tuple(now) == f.stamp:
+                continue  # untouched since it was hashed
+            if location.stat().st_size != f.size or file_sha256(location) != f.sha256:
+                modified.append(f.path)
+        except FileNotFoundError:
+            missing.append(f.path)
+        except OSError:
+            modified.append(f.path)  # unreadable now: not what was taken in
+    known = {f.path for f in span.files} | set(span.unlabelled)
+    added = [p for p in (_relative(f, span.folder) for f in list_images(span.folder)) if p not in known]
+    changes = [f"{what}: {_shown(paths)}" for what, paths in
+               (("modified", modified), ("missing", missing), ("added", added)) if paths]
+    csv_file = span.folder / LABELS_CSV
+    if (file_sha256(csv_file) if csv_file.is_file() else None) != span.labels_csv:
+        changes.append(f"{LABELS_CSV} " + ("changed" if span.labels_csv and csv_file.is_file()
+                                           else "removed" if span.labels_csv else "added"))
+    if changes:
+        raise SpanChanged(f"span {span.name} has changed since it was taken in ({'; '.join(changes)}). "
+                          + TO_FIX_CHANGED)
+
+
+def _take_in_by_hand(folder: Path) -> Span:
+    name = folder.name
+    images = list_images(folder)
+    outside = [f.path for f in images if f.problem]
+    if outside:
+        raise LabelError(f"span {name}: {_shown(outside)} are symbolic links leading outside the "
+                         "span; put the pictures themselves in it")
+    paths = [_relative(f, folder) for f in images]
+    in_digits = [p for p in paths if "/" in p and p.split("/")[0] in DIGITS]
+    has_csv = (folder / LABELS_CSV).is_file()
+    if has_csv and in_digits:
+        digits = sorted({p.split("/")[0] + "/" for p in in_digits})
+        raise LabelError(f"span {name} has both digit folders with pictures ({', '.join(digits)}) and "
+                         f"a {LABELS_CSV}, so its labels are ambiguous: keep one way, remove "
+                         f"{LABELS_CSV} or move the pictures out of the digit folders")
+    if has_csv:
+        picks, _ = read_labels_csv(folder / LABELS_CSV, folder)
+        entries = [(p.path, p.label) for p in picks]
+        given = {p.path for p in picks}
+        unlabelled = tuple(p for p in paths if p not in given)
+        layout, labels_sha = "csv", file_sha256(folder / LABELS_CSV)
+    else:
+        stray = [p for p in paths if p not in in_digits]
+        if stray:
+            raise LabelError(f"span {name}: {_shown(stray)} not in a digit folder 0..9; move each "
+                             f"picture into the folder of its digit, or label them in a {LABELS_CSV}")
+        entries = [(p, int(p.split("/")[0])) for p in paths]
+        unlabelled, layout, labels_sha = (), "digits", None
+    if not entries:
+        raise LabelError(f"span {name} holds no labelled picture: put pictures in digit folders "
+                         f"0..9, or pictures and a {LABELS_CSV} with path,label")
+    span = Span(name, folder, datetime.now(timezone.utc).isoformat(timespec="seconds"), layout,
+                _record_files(folder, entries), len(unlabelled), unlabelled, labels_sha)
+    write_json(folder / MANIFEST, span.to_json())
+    return span
+
+
+def list_spans(labelled: Path) -> list[SpanStatus]:
+    """Every span under `labelled`, by name, each taken in or with its problem: one bad span
+    hides none of the others."""
+    if not labelled.is_dir():
+        return []
+    statuses = []
+    for folder in sorted(labelled.iterdir(), key=lambda p: p.name):
+        if folder.name.startswith(".") or not folder.is_dir():
+            continue  # spans being made, and whatever else is not a span
+        try:
+            check_name(folder.name)
+            statuses.append(SpanStatus(folder.name, folder, take_in(folder)))
+        except (LabelError, OSError) as exc:
+            statuses.append(SpanStatus(folder.name, folder, None, str(exc)))
+    return statuses
+
+
+@dataclass(frozen=True)
+class Copy:
+    """One labelled picture file in a span."""
+    span: str
+    path: str
+    sha256: str
+    label: int
+
+    @property
+    def where(self) -> str:
+        return f"{self.span}/{self.path}"
+
+    @property
+    def split(self) -> str:
+        return split_of(self.sha256)
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """The same bytes under two or more labels: every copy is left out."""
+    sha256: str
+    copies: tuple[Copy, ...]
+
+    def __str__(self) -> str:
+        labels = " and ".join(str(n) for n in sorted({c.label for c in self.copies}))
+        copies = ", ".join(f"{display_name(c.where)} ({c.label})" for c in self.copies)
+        return f"the same picture labelled {labels}: {copies}"
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """What a prepared set is made of: changes with any span, kept when nothing changed."""
+    train: str  # content_key of the sorted (sha256, label) pairs in the split
+    test: str
+    spans: tuple[str, ...]
+
+    @property
+    def key(self) -> str:
+        return content_key(self.train, self.test, list(self.spans))
+
+
+@dataclass(frozen=True)
+class LabelledSet:
+    pictures: tuple[Copy, ...]  # kept, one per content, sorted by sha256
+    duplicates: tuple[Copy, ...]  # more copies of a kept picture, with its label: counted once
+    conflicts: tuple[Conflict, ...]
+    spans: tuple[str, ...]
+    fingerprint: Fingerprint
+
+    def split(self, name: str) -> tuple[Copy, ...]:
+        return tuple(c for c in self.pictures if c.split == name)
+
+
+def labelled_set(spans: list[Span]) -> LabelledSet:
+    """All spans' pictures, each content once; the same content with two labels left out."""
+    copies: dict[str, list[Copy]] = defaultdict(list)
+    for span in sorted(spans, key=lambda s: s.name):
+        for f in sorted(span.files, key=lambda f: f.path):
+            copies[f.sha256].append(Copy(span.name, f.path, f.sha256, f.label))
+    kept, duplicates, conflicts = [], [], []
+    for sha in sorted(copies):
+        group = copies[sha]
+        if len({c.label for c in group}) > 1:
+            conflicts.append(Conflict(sha, tuple(group)))
+        else:
+            kept.append(group[0])
+            duplicates += group[1:]
+    keys = {split: content_key([[c.sha256, c.label] for c in kept if c.split == split])
+            for split in SPLITS}
+    names = tuple(sorted(s.name for s in spans))
+    return LabelledSet(tuple(kept), tuple(duplicates), tuple(conflicts), names,
+                       Fingerprint(keys["train"], keys["test"], names))
+
+
+@dataclass(frozen=True)
+class Broken:
+    span: str
+    path: str
+    error: str
+
+
+@dataclass(frozen=True)
+class PreparedPictures:
+    folder: Path
+    train: tuple[int, ...]  # usable pictures per digit in x_train.npy
+    test: tuple[int, ...]
+    spans: tuple[SpanSummary, ...]
+    conflicts: tuple[Conflict, ...]
+    broken: tuple[Broken, ...]
+    fingerprint: Fingerprint
+
+    @property
+    def files(self) -> dict[str, Path]:
+        """Everything written, by name (as tasks.store.cached_step records them)."""
+        arrays = {f"{xy}_{split}": self.folder / f"{xy}_{split}.npy" for split in SPLITS for xy in "xy"}
+        return {**arrays, "pictures": self.folder / "pictures.parquet"}
+
+
+def _write_split(pictures: tuple[Copy, ...], spans_root: Path, folder: Path,
+                 split: str) -> tuple[dict[str, int], dict[str, str]]:
+    """Decode `pictures` chunk by chunk into x_<split>.npy and y_<split>.npy; the row of each
+    usable picture by sha256, and the error of each broken one."""
+    x_path = folder / f"x_{split}.npy"
+    # Preallocated on disk: only one chunk of inputs is ever in memory.
+    x = np.lib.format.open_memmap(x_path, mode="w+", dtype=np.float32,
+                                  shape=(len(pictures), CANVAS, CANVAS))
+    rows, errors, digits = {}, {}, []
+    for start in range(0, len(pictures), CHUNK):
+        chunk = pictures[start:start + CHUNK]
+        files = [ImageFile(display_name(c.where), str(spans_root / c.span / c.path)) for c in chunk]
+        for copy, (sha, image, error) in zip(chunk, read_images(files)):
+            if error is None and sha != copy.sha256:
+                error = "changed since its span was taken in"
+            if error is not None:
+                errors[copy.sha256] = error
+                continue
+            rows[copy.sha256] = len(digits)
+            x[len(digits)] = image
+            digits.append(copy.label)
+    x.flush()
+    del x
+    if len(digits) < len(pictures):  # broken files left rows unused at the end: drop them
+        full = np.load(x_path, mmap_mode="r")
+        trimmed = np.lib.format.open_memmap(folder / f".x_{split}.trim.npy", mode="w+",
+                                            dtype=np.float32, shape=(len(digits), CANVAS, CANVAS))
+        for start in range(0, len(digits), CHUNK):
+            end = min(start + CHUNK, len(digits))
+            trimmed[start:end] = full[start:end]
+        trimmed.flush()
+        del full, trimmed
+        os.replace(folder / f".x_{split}.trim.npy", x_path)
+    np.save(folder / f"y_{split}.npy", np.array(digits, dtype=np.uint8))  # as MNIST's labels
+    return rows, errors
+
+
+def prepare_pictures(labelled: LabelledSet, spans_root: Path, out: Path) -> PreparedPictures:
+    """Every kept picture as the model's 28×28 input, in x/y arrays per split, plus
+    pictures.parquet: one row per picture file with its status (ok, error, duplicate, conflict).
+
+    `out` is written whole or not at all; a broken file is a row with its reason, not a failure.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not labelled.pictures:
+        why = ("every picture is in a conflict:\n  " + "\n  ".join(map(str, labelled.conflicts[:SHOWN]))
+               if labelled.conflicts else "they hold no pictures")
+        raise LabelError(f"no usable picture in spans {', '.join(labelled.spans) or '(none)'}: {why}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    building = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}.tmp"
+    building.mkdir()
+    try:
+        rows, errors = {}, {}
+        for split in SPLITS:
+            split_rows, split_errors = _write_split(labelled.split(split), spans_root, building, split)
+            rows.update(split_rows)
+            errors.update(split_errors)
+        kept = {c.sha256: c for c in labelled.pictures}
+        report = []
+
+        def add(copy: Copy, status: str, error: str | None) -> None:
+            report.append({"span": copy.span, "path": display_name(copy.path), "sha256": copy.sha256,
+                           "label": copy.label, "split": copy.split if copy.sha256 in rows else None,
+                           "status": status, "error": error, "row": rows.get(copy.sha256)})
+
+        for copy in labelled.pictures:
+            add(copy, "error" if copy.sha256 in errors else "ok", errors.get(copy.sha256))
+        for copy in labelled.duplicates:
+            same = f"same bytes as {display_name(kept[copy.sha256].where)}"
+            if copy.sha256 in errors:
+                add(copy, "error", f"{errors[copy.sha256]} ({same})")
+            else:
+                add(copy, "duplicate", f"{same}: counted once")
+        for conflict in labelled.conflicts:
+            for copy in conflict.copies:
+                add(copy, "conflict", str(conflict))
+        report.sort(key=lambda r: (r["span"], r["path"]))
+        broken = tuple(Broken(r["span"], r["path"], r["error"])
+                       for r in report if r["status"] == "error")
+        if not rows:
+            listed = "\n  ".join(f"{b.span}/{b.path}: {b.error}" for b in broken[:SHOWN])
+            raise LabelError(f"no usable picture in spans {', '.join(labelled.spans)}: every picture "
+                             f"is broken or in a conflict:\n  {listed}")
+        schema = pa.schema([("span", pa.string()), ("path", pa.string()), ("sha256", pa.string()),
+                            ("label", pa.int64()), ("split", pa.string()), ("status", pa.string()),
+                            ("error", pa.string()), ("row", pa.int64())])
+        pq.write_table(pa.Table.from_pylist(report, schema=schema), building / "pictures.parquet")
+        by_span = defaultdict(list)
+        for r in report:
+            by_span[r["span"]].append(r)
+        summaries = []
+        for name in labelled.spans:
+            status = Counter(r["status"] for r in by_span[name])
+            summaries.append(SpanSummary(name, len(by_span[name]),
+                                         digit_counts(r["label"] for r in by_span[name]),
+                                         status["error"], status["duplicate"], status["conflict"]))
+        _move_into_place(building, out)
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
+    by_split = {split: digit_counts(c.label for c in labelled.split(split) if c.sha256 in rows)
+                for split in SPLITS}
+    return PreparedPictures(out, by_split["train"], by_split["test"], tuple(summaries),
+                            labelled.conflicts, broken, labelled.fingerprint)
+
+
+def _move_into_place(building: Path, out: Path) -> None:
+    try:
+        os.rename(building, out)
+    except OSError:
+        if not out.is_dir():
+            raise
+        # An earlier whole copy is there: swapped out, so a reader finds a whole copy or none.
+        old = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}.old"
+        os.rename(out, old)
+        os.rename(building, out)
+        shutil.rmtree(old, ignore_errors=True)

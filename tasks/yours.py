@@ -1,0 +1,111 @@
+"""Your digits in training: every labelled span taken in, prepared as scoring prepares pictures,
+split by content into training and your own test set, and mixed into MNIST's training images.
+"""
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from tasks.labels import LabelError, labelled_set, list_spans, prepare_pictures
+from tasks.paths import Paths
+from tasks.records import EvaluationSet, YourDigits
+from tasks.registry import read_pointer
+from tasks.store import cached_step, code_version, content_key
+
+# Your training pictures are repeated until they are about this share of the rows a model is fit
+# on: 300 labels beside 48,000 MNIST images are 0.6 % of the gradient and barely move the model;
+# at 10 % they teach it a new hand without crowding out MNIST (bench/adapt.py measures both).
+YOURS_SHARE = 0.10
+MAX_REPEAT = 30  # beyond this a small span is memorised rather than learnt
+
+
+def your_digits(paths: Paths, refresh: bool, log: Callable[[str], None] = print) -> YourDigits | None:
+    """Every span under data/labelled, prepared; None when there is none. A span that changed
+    since it was taken in (or cannot be taken in at all) stops the run, by name."""
+    statuses = list_spans(paths.labelled)
+    problems = [s.problem for s in statuses if s.problem]
+    if problems:
+        raise LabelError("cannot take in the labelled spans:\n  " + "\n  ".join(problems))
+    if not statuses:
+        return None
+    labelled = labelled_set([s.span for s in statuses])
+    key = content_key("yours", labelled.fingerprint.key,
+                      code_version(__name__, "tasks.labels", "tasks.images", "tasks.files"))
+    out = paths.prepared_labels / key
+
+    def produce() -> tuple[dict[str, Path], dict]:
+        prepared = prepare_pictures(labelled, paths.labelled, out)
+        return prepared.files, {
+            "key": key, "spans": list(labelled.spans), "test_set": labelled.fingerprint.test,
+            "train_by_digit": list(prepared.train), "test_by_digit": list(prepared.test),
+            "summaries": [str(s) for s in prepared.spans],
+            "conflicts": [str(c) for c in prepared.conflicts],
+            "broken": [f"{b.span}/{b.path}: {b.error}" for b in prepared.broken]}
+
+    step = cached_step(paths.cache / f"yours-{key}.json", refresh, produce)
+    info = step.info
+    for line in [*info["summaries"], *(f"left out: {c}" for c in info["conflicts"])]:
+        log(line)
+    return YourDigits(key=key, spans=tuple(info["spans"]), train_images=sum(info["train_by_digit"]),
+                      test_images=sum(info["test_by_digit"]), summaries=tuple(info["summaries"]),
+                      conflicts=tuple(info["conflicts"]), broken=tuple(info["broken"]), step=step,
+                      test_set=EvaluationSet(name="yours", fingerprint=info["test_set"], key=key,
+                                       x=step.path("x_test"), y=step.path("y_test")))
+
+
+def dropped_spans(paths: Paths, yours: YourDigits | None) -> list[str]:
+    """Spans the champion was trained on that are gone now: this retrain leaves them out."""
+    champion = read_pointer(paths.champion) or {}
+    metadata = read_pointer(paths.models / str(champion.get("model_version")) / "metadata.json")
+    present = set(yours.spans) if yours else set()
+    return [name for name in (metadata or {}).get("spans", []) if name not in present]
+
+
+def repeats(yours: int, mnist: int) -> int:
+    """How many times your training pictures are repeated (see YOURS_SHARE)."""
+    if yours == 0:
+        return 0
+    return max(1, min(MAX_REPEAT, math.ceil(YOURS_SHARE * mnist / ((1 - YOURS_SHARE) * yours))))
+
+
+def split_validation(x: np.ndarray, y: np.ndarray, fraction: float) -> tuple[tuple, tuple]:
+    """(training, validation) as Keras's validation_split makes them: the last rows validate."""
+    split = math.ceil(len(x) * (1 - fraction))
+    return (x[:split], y[:split]), (x[split:], y[split:])
+
+
+def training_mix(mnist: tuple[np.ndarray, np.ndarray], yours: YourDigits | None,
+                 fraction: float) -> tuple[tuple, tuple, int]:
+    """(training, validation, repeats): the validation split taken from MNIST's rows and from
+    yours alike, then your training part repeated beside MNIST's. Without spans: MNIST's split,
+    exactly as the tutorial's validation_split=0.2."""
+    train, validation = split_validation(*mnist, fraction)
+    if yours is None or yours.train_images == 0:
+        return train, validation, 0
+    (x_fit, y_fit), (x_val, y_val) = split_validation(
+        np.load(yours.step.path("x_train")), np.load(yours.step.path("y_train")), fraction)
+    times = repeats(len(x_fit), len(train[0]))
+    return ((np.concatenate([train[0], *[x_fit] * times]),
+             np.concatenate([train[1], *[y_fit] * times])),
+            (np.concatenate([validation[0], x_val]), np.concatenate([validation[1], y_val])),
+            times)
+
+
+@task(name="take-in-labels", cache_policy=NO_CACHE)
+def take_in_labels(paths: Paths, refresh: bool) -> YourDigits | None:
+    logger = get_run_logger()
+    yours = your_digits(paths, refresh, log=logger.info)
+    for name in dropped_spans(paths, yours):
+        logger.warning("span %s, which the champion was trained on, is gone from %s: this retrain "
+                       "leaves it out", name, paths.labelled)
+    if yours is None:
+        logger.info("no labelled spans in %s: training on MNIST alone", paths.labelled)
+    else:
+        logger.info("your digits: %d for training, %d in your test set, from %s%s",
+                    yours.train_images, yours.test_images, ", ".join(yours.spans),
+                    " (cached)" if yours.step.cached else "")
+    return yours
