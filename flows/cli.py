@@ -126,6 +126,9 @@ def parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=demo_images_command)
     demo.add_argument("folder", type=Path, nargs="?", help="default: data/demo")
     demo.add_argument("--count", type=positive, default=300)
+    demo.add_argument("--other-writers", action="store_true",
+                      help="instead: the 1,797 optdigits of 43 other writers (scikit-learn), as "
+                           "pictures of dark ink on paper with their labels.csv")
     return top
 
 
@@ -199,6 +202,11 @@ def demo_images_command(args: argparse.Namespace, _early_server: None) -> dict:
     from tasks.paths import get_paths
 
     folder = args.folder or get_paths().demo_images
+    if args.other_writers:
+        from tasks.demo import make_other_writers_folder
+
+        labels = make_other_writers_folder(folder)
+        return {"folder": str(folder), "images": len(labels), "labels": str(folder / "labels.csv")}
     with np.load(verified_mnist().path, allow_pickle=False) as npz:
         labels = make_demo_folder(npz["x_test"], npz["y_test"], folder, args.count)
     return {"folder": str(folder), "images": len(labels), "labels": str(folder / "labels.csv")}

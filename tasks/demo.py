@@ -5,15 +5,19 @@ size and colour with uneven lighting, sensor noise and blur, in either polarity,
 one of the formats and modes a user's folder holds. The model has never seen these digits, and
 the page looks nothing like MNIST until the preprocessing has done its work: scoring this
 folder measures the whole path from file to label.
+
+`make_other_writers_folder` writes real digits by other writers instead: scikit-learn's bundled
+optdigits, which MNIST models read worse than MNIST, as a user's own handwriting would be.
 """
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from PIL import Image, ImageFilter
 
-from tasks.store import write_bytes, write_parquet
+from tasks.store import write_bytes
 
 FORMATS = ("jpg", "png-gray", "png-rgba", "png-palette", "bmp", "tiff", "webp", "gif", "jpg-upper")
 
@@ -88,3 +92,37 @@ def _truncated_png(digit: np.ndarray) -> bytes:
     out = io.BytesIO()
     Image.fromarray(digit).resize((280, 280)).save(out, "PNG")
     return out.getvalue()[: len(out.getvalue()) // 2]
+
+
+def render_other_writer(digit: np.ndarray, rng: np.random.Generator) -> Image.Image:
+    """One 8×8 optdigits digit (0–16) as a grayscale picture of dark ink on light paper."""
+    size = int(rng.integers(48, 129))
+    # The 8×8 grid is the digit's bounding box; a picture has paper around it, about as much as
+    # make_demo_folder's pages. (Tighter crops of fat strokes lose ink to images.background.)
+    side = int(round(size * rng.uniform(0.45, 0.65)))
+    stroke = Image.fromarray(digit.astype(np.float32) / 16).resize((side, side), Image.Resampling.BICUBIC)
+    top, left = (int(rng.integers(0, size - side + 1)) for _ in range(2))
+    layer = np.zeros((size, size), dtype=np.float32)
+    layer[top:top + side, left:left + side] = np.clip(np.asarray(stroke), 0, 1)  # bicubic overshoots
+    paper, pen = rng.uniform(200, 250), rng.uniform(10, 70)
+    page = paper * (1 - layer) + pen * layer + rng.normal(0, rng.uniform(1, 4), layer.shape)
+    return Image.fromarray(np.clip(page, 0, 255).astype(np.uint8))
+
+
+def make_other_writers_folder(folder: Path, seed: int = 0) -> pd.DataFrame:
+    """Write scikit-learn's 1,797 optdigits (43 writers, none of them MNIST's) as grayscale PNGs
+    under `folder` plus labels.csv; returns the labels (path, label)."""
+    from sklearn.datasets import load_digits  # slow to import; bundled data, no download
+
+    digits = load_digits()
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i, (digit, label) in enumerate(zip(digits.images, digits.target)):
+        out = io.BytesIO()
+        render_other_writer(digit, rng).save(out, "PNG")
+        path = f"batch-{i // 100:02d}/digit-{i:04d}.png"
+        write_bytes(folder / path, out.getvalue())
+        rows.append({"path": path, "label": int(label)})
+    labels = pd.DataFrame(rows)
+    write_bytes(folder / "labels.csv", labels.to_csv(index=False).encode())
+    return labels

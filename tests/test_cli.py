@@ -108,3 +108,30 @@ def test_make_ui_listens_on_loopback_only(tmp_path):
     finally:
         os.killpg(make.pid, 15)
         make.wait(timeout=60)
+
+
+def test_label_train_and_list_spans_as_a_user_does(tmp_path, mnist_npz, mnist):
+    root = new_root(tmp_path / "root", mnist_npz)
+    sevens = tmp_path / "sevens"
+    write_pngs(sevens, mnist["x_test"][mnist["y_test"] == 7][:12], invert=True, size=96)
+    made = last_json(digitflow(root, "label", sevens, "--digit", "7", "--span", "my-sevens"))
+    assert made["pictures"] == 12 and made["by_digit"][7] == 12
+    assert (root / "data" / "labelled" / "my-sevens" / "7" / "00000.png").is_file()
+
+    # The same pictures labelled 1 are refused, naming both labels; nothing is written
+    wrong = tmp_path / "wrong.csv"
+    wrong.write_text("path,label\n00000.png,1\n")
+    refused = digitflow(root, "label", sevens, "--labels", wrong, "--span", "wrong")
+    assert refused.returncode == 1 and "00000.png" in refused.stderr
+    assert not (root / "data" / "labelled" / "wrong").exists()
+    bad = tmp_path / "bad.csv"
+    bad.write_text("path,label\n00001.png,11\n")
+    refused = digitflow(root, "label", sevens, "--labels", bad)
+    assert refused.returncode == 1 and "line 2" in refused.stderr and "11" in refused.stderr
+
+    listed = last_json(digitflow(root, "labels"))
+    assert [(s["span"], s["in_champion"]) for s in listed["spans"]] == [("my-sevens", False)]
+    trained = last_json(digitflow(root, "train", "--limit", "2000", "--epochs", "1"))
+    assert trained["spans"] == ["my-sevens"] and trained["promoted"]
+    listed = last_json(digitflow(root, "labels"))
+    assert listed["spans"][0]["in_champion"] and listed["champion"] == trained["model_version"]
