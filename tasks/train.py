@@ -49,14 +49,15 @@ def trained_model(paths: Paths, normalized: Normalized, yours: YourDigits | None
     def produce() -> tuple[dict[str, Path], dict]:
         with np.load(normalized.arrays, allow_pickle=False) as npz:
             mnist = npz["x_train"], npz["y_train"]
-        train, validation, times = training_mix(mnist, yours, fit_settings["validation_split"])
+        train, validation, times = training_mix(mnist, yours, fit_settings["validation_split"],
+                                                fit_settings["seed"])
         checkpoint = paths.cache / f"train-{key}.checkpoint.npz"
         if settings.no_cache:
             checkpoint.unlink(missing_ok=True)  # every step reruns, training from epoch 1 too
         started = time.perf_counter()
         if times:
-            log(f"your {yours.train_images} training pictures: the last 20 % validate, the rest "
-                f"repeated {times}×; {len(train[0])} rows to fit, {len(validation[0])} to validate")
+            log(f"your {yours.train_images} training pictures, repeated {times}× (shifted copies) "
+                f"beside MNIST's: {len(train[0])} rows to fit, {len(validation[0])} to validate")
         model, history = train_preset(train, validation, fit_settings, log, checkpoint)
         seconds = time.perf_counter() - started
         version = model_version(model)

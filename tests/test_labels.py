@@ -2,7 +2,6 @@
 deduplicated by content, split by content, and prepared into the model's inputs."""
 
 import csv
-import io
 import json
 import os
 import shutil
@@ -13,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from PIL import Image
 
+from support import encode
 from tasks import labels
 from tasks.images import preprocess
 from tasks.labels import (LabelError, SpanChanged, labelled_set, list_spans, make_span,
@@ -30,9 +29,7 @@ def digit_png(seed: int, size: int = 56) -> bytes:
     pixels[top:size - top, left:left + rng.integers(4, 9)] = 255
     # Faint corner pixels make each seed's bytes unique; preprocessing takes them for paper.
     pixels[-1, -1], pixels[-1, -2] = seed % 20 + 1, seed // 20 % 20 + 1
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, "PNG")
-    return buffer.getvalue()
+    return encode(pixels)
 
 
 def write(path: Path, data: bytes | str) -> Path:
