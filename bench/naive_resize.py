@@ -27,7 +27,8 @@ def main() -> None:
     args.add_argument("folder", type=Path, nargs="?", default=Path("data/demo"))
     args.add_argument("--model", type=Path)
     options = args.parse_args()
-    model, version = load_scoring_model(resolve_model(get_paths(), options.model))
+    scoring = load_scoring_model(resolve_model(get_paths(), options.model))
+    model, version = scoring.model, scoring.version
     labels = pd.read_csv(options.folder / "labels.csv")
     files = [options.folder / p for p in labels["path"]]
     naive = np.stack([np.asarray(Image.open(f).convert("L").resize((28, 28)), np.float32) / 255

@@ -56,7 +56,7 @@ def score_folder(
     # Load: the reader processes start while the model loads and the folder is listed
     start_readers()
     model_path = resolve_model(paths, settings.model)
-    version = load_scoring_model(model_path)[1]
+    version = load_scoring_model(model_path).version
     found = find_images(folder=settings.folder)
     files = select_unscored(files=Files(found), sink=sink, version=version)
     # Score: a few thousand images per task, never one task per image

@@ -7,7 +7,7 @@ from pathlib import Path
 from prefect import flow
 from prefect.runtime import flow_run
 
-from tasks.evaluate import evaluate_champion, evaluate_model, test_sets
+from tasks.evaluate import calibrate_model, evaluate_champion, evaluate_model, test_sets
 from tasks.ingest import load_mnist
 from tasks.normalize import normalize
 from tasks.paths import Paths, get_paths
@@ -68,20 +68,25 @@ def evaluate_and_gate(paths: Paths, dataset: MnistCopy, normalized: Normalized,
     # Evaluate on MNIST's test set and yours
     tests = test_sets(dataset=dataset, normalized=normalized, yours=yours)
     evaluated = evaluate_model(paths=paths, trained=trained, tests=tests, refresh=refresh)
+    calibration = calibrate_model(paths=paths, trained=trained, normalized=normalized, tests=tests,
+                                  refresh=refresh)
     plots = plot_training(paths=paths, trained=trained, evaluated=evaluated["mnist"],
                           normalized=normalized, refresh=refresh)
     champion = evaluate_champion(paths=paths, tests=tests)
     # Gate and report
     steps = {"normalize": normalized.step, **({"labels": yours.step} if yours else {}),
-             "train": trained.step, "evaluate": evaluated["mnist"].step, "plots": plots}
+             "train": trained.step, "evaluate": evaluated["mnist"].step, "calibrate": calibration,
+             "plots": plots}
     timings = {name: round(step.seconds, 2) for name, step in steps.items()}
     metadata = model_metadata(dataset=dataset, trained=trained, evaluated=evaluated,
-                              limit=settings.limit, timings=timings, run_id=str(flow_run.id))
+                              calibration=calibration.info["calibration"], limit=settings.limit,
+                              timings=timings, run_id=str(flow_run.id))
     record_model_task(paths=paths, metadata=metadata)
     decision = gate_model(paths=paths, challenger=evaluated, champion=champion,
                           margin=settings.gate_margin, mnist_tolerance=settings.mnist_tolerance)
     publish_training_report(metadata=metadata, trained=trained, evaluated=evaluated, plots=plots,
-                            decision=decision, yours=yours, models=list_models(paths))
+                            calibration=calibration, decision=decision, yours=yours,
+                            models=list_models(paths))
     tag_run(tags=[*([f"preset:{trained.preset}"] if trained.preset else []),
                   f"model:{trained.version}", "promoted" if decision.promote else "not-promoted"])
     return {

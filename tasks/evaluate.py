@@ -2,15 +2,19 @@
 
 from pathlib import Path
 
+import numpy as np
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.metrics import evaluation_tables, per_class_rows
+from tasks.calibrate import Calibration, calibration_record
+from tasks.metrics import evaluation_tables, per_class_rows, reliability_bins
 from tasks.paths import Paths
 from tasks.records import (
-    Evaluation, EvaluationSet, MnistCopy, Normalized, TrainedModel, YourDigits)
+    Evaluation, EvaluationSet, MnistCopy, Normalized, StepRecord, TrainedModel, YourDigits)
 from tasks.registry import read_pointer
-from tasks.store import cached_step, code_version, content_key, write_json, write_parquet
+from tasks.store import (
+    cached_step, code_version, content_key, write_bytes, write_json, write_parquet)
+from tasks.yours import split_validation
 
 
 def test_sets(dataset: MnistCopy, normalized: Normalized,
@@ -77,3 +81,53 @@ def evaluate_champion(paths: Paths, tests: dict[str, EvaluationSet]) -> dict[str
         return None
     return {name: evaluated_model(paths, pointer["model_version"], Path(pointer["model_path"]), test,
                                   refresh=False) for name, test in tests.items()}
+
+
+def calibrated_model(paths: Paths, trained: TrainedModel, normalized: Normalized,
+                     tests: dict[str, EvaluationSet], refresh: bool) -> StepRecord:
+    """The model's temperature and review threshold, fitted on MNIST's validation split (the
+    tutorial's last 20 % of the training images, which the model never fit), with calibration
+    error before and after on every test set and a reliability diagram, beside the model."""
+    key = content_key("calibrate", trained.version, normalized.key, sorted(t.key for t in tests.values()),
+                      code_version(__name__, "tasks.calibrate", "tasks.metrics", "tasks.plots"))
+    out = trained.folder / "calibration"
+
+    def produce() -> tuple[dict[str, Path], dict]:
+        import keras  # here: a cached run never loads TensorFlow
+
+        from tasks.plots import png_bytes, reliability_figure
+
+        with np.load(normalized.arrays, allow_pickle=False) as npz:
+            _, (x_val, y_val) = split_validation(npz["x_train"], npz["y_train"],
+                                                 trained.settings["validation_split"])
+        model = keras.saving.load_model(trained.model_path, compile=False)
+
+        def predict(x: np.ndarray) -> np.ndarray:
+            return model.predict(x, batch_size=1024, verbose=0)
+
+        val_prob = predict(x_val)
+        labelled = {name: (predict(x), y) for name, (x, y) in
+                    ((name, test.load()) for name, test in tests.items())}
+        record = calibration_record(val_prob, y_val, labelled)
+        calibration = Calibration.from_record(record)
+        diagram = reliability_figure({
+            name: (reliability_bins(prob, y), reliability_bins(calibration.probabilities(prob), y))
+            for name, (prob, y) in labelled.items()})
+        files = {"calibration": out / "calibration.json", "reliability": out / "reliability.png"}
+        write_json(files["calibration"], record)
+        write_bytes(files["reliability"], png_bytes(diagram))
+        return files, {"key": key, "calibration": record}
+
+    return cached_step(paths.cache / f"calibrate-{key}.json", refresh, produce)
+
+
+@task(name="calibrate-model", cache_policy=NO_CACHE)
+def calibrate_model(paths: Paths, trained: TrainedModel, normalized: Normalized,
+                    tests: dict[str, EvaluationSet], refresh: bool) -> StepRecord:
+    step = calibrated_model(paths, trained, normalized, tests, refresh)
+    c = step.info["calibration"]
+    get_run_logger().info(
+        "temperature %.3f; review below confidence %.4f; MNIST test ECE %.4f → %.4f%s",
+        c["temperature"], c["threshold"], c["tests"]["mnist"]["ece_before"],
+        c["tests"]["mnist"]["ece_after"], " (cached)" if step.cached else "")
+    return step

@@ -40,3 +40,35 @@ def per_class_rows(per_class: pd.DataFrame) -> list[dict]:
     return [{"digit": int(r.digit), "precision": round(float(r.precision), 4),
              "recall": round(float(r.recall), 4), "f1": round(float(r.f1), 4),
              "support": int(r.support)} for r in per_class.itertuples()]
+
+
+def _confidence_bins(prob: np.ndarray, y: np.ndarray, bins: int) -> tuple[np.ndarray, ...]:
+    """(count, summed confidence, correct count) per equal-width confidence bin.
+
+    Bin m holds confidences in ((m-1)/bins, m/bins], as in Guo et al. 2017; a confidence is at
+    least 1/classes, so nothing falls at 0."""
+    if len(y) == 0:
+        raise ValueError("no predictions to bin")
+    confidence = prob.max(axis=1).astype(np.float64)
+    correct = (prob.argmax(axis=1) == y).astype(np.float64)
+    index = np.searchsorted(np.linspace(0, 1, bins + 1)[1:-1], confidence, side="left")
+    return (np.bincount(index, minlength=bins), np.bincount(index, confidence, minlength=bins),
+            np.bincount(index, correct, minlength=bins))
+
+
+def expected_calibration_error(prob: np.ndarray, y: np.ndarray, bins: int = 15) -> float:
+    """Guo et al.'s ECE: |accuracy − mean confidence| per confidence bin, weighted by the bin's
+    share of the predictions."""
+    count, confidence, correct = _confidence_bins(prob, y, bins)
+    return float(np.abs(correct - confidence).sum() / len(y))
+
+
+def reliability_bins(prob: np.ndarray, y: np.ndarray, bins: int = 15) -> list[dict]:
+    """Per confidence bin: lower, upper, mean confidence, accuracy (None when empty), count.
+    Plain Python values: they go into metadata.json and the reliability diagram."""
+    count, confidence, correct = _confidence_bins(prob, y, bins)
+    edges = np.linspace(0, 1, bins + 1)
+    return [{"lower": float(edges[m]), "upper": float(edges[m + 1]),
+             "confidence": float(confidence[m] / count[m]) if count[m] else None,
+             "accuracy": float(correct[m] / count[m]) if count[m] else None,
+             "count": int(count[m])} for m in range(bins)]

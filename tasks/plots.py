@@ -131,3 +131,29 @@ def prediction_figure(rows: pd.DataFrame, originals: list, inputs: list) -> "Fig
         bars.set(xticks=range(10), ylim=(0, 1), title=f"predicted {row.label} ({row.confidence:.0%})")
     fig.tight_layout()
     return fig
+
+
+def reliability_figure(bins_by_set: dict[str, tuple[list[dict], list[dict]]]) -> "Figure":
+    """Reliability diagrams, one per test set: accuracy against mean confidence per bin (of
+    tasks.metrics.reliability_bins), before and after calibration; on the diagonal is calibrated.
+
+    A marker's area grows with its bin's share: a bin of three pictures is noise, not a finding."""
+    fig = new_figure(4.2 * len(bins_by_set), 4.4)
+    axes = np.atleast_1d(fig.subplots(1, len(bins_by_set)))
+    for ax, (name, (before, after)) in zip(axes, bins_by_set.items()):
+        ax.plot([0, 1], [0, 1], color="gray", linestyle="--", linewidth=1)
+        eces = []
+        for label, bins, color in (("before", before, "tab:red"), ("after", after, "tab:blue")):
+            full = [b for b in bins if b["count"]]
+            total = sum(b["count"] for b in full)
+            eces.append(sum(abs(b["accuracy"] - b["confidence"]) * b["count"] for b in full) / total)
+            confidence, accuracy = [b["confidence"] for b in full], [b["accuracy"] for b in full]
+            ax.plot(confidence, accuracy, color=color, linewidth=0.8, alpha=0.6)
+            ax.scatter(confidence, accuracy, s=[6 + 120 * (b["count"] / total) ** 0.5 for b in full],
+                       color=color, label=f"{label} (ECE {eces[-1]:.4f})")
+        ax.set(xlim=(0, 1.02), ylim=(0, 1.02), xlabel="mean confidence in bin",
+               ylabel="accuracy in bin", title=f"{name}: ECE {eces[0]:.4f} → {eces[1]:.4f}")
+        ax.grid(alpha=0.3)
+        for handle in ax.legend(loc="upper left", fontsize=8).legend_handles:
+            handle.set_sizes([20])  # the legend's markers all alike, whatever their bins' counts
+    return fig

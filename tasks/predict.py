@@ -19,7 +19,7 @@ def predict_files(files: list[Path], model_path: Path) -> tuple[pd.DataFrame, li
     """Table rows for `files` (the same code as `digitflow score`) and the inputs the model saw."""
     entries = [ImageFile(display_name(str(f)), str(f)) for f in files]
     read = read_images(entries)
-    return prediction_frame(entries, read, *load_scoring_model(model_path)), [x for _, x, _ in read]
+    return prediction_frame(entries, read, load_scoring_model(model_path)), [x for _, x, _ in read]
 
 
 def predict_mnist_test(x_test: np.ndarray, index: int, model_path: Path) -> tuple[pd.DataFrame, list]:
@@ -27,7 +27,7 @@ def predict_mnist_test(x_test: np.ndarray, index: int, model_path: Path) -> tupl
     x = x_test[index].astype(np.float32) / 255
     entry = ImageFile(f"mnist-test/{index}", "")
     read = [(hashlib.sha256(x_test[index].tobytes()).hexdigest(), x, None)]
-    return prediction_frame([entry], read, *load_scoring_model(model_path)), [x]
+    return prediction_frame([entry], read, load_scoring_model(model_path)), [x]
 
 
 def predict_images(paths: Paths, files: list[Path], model_path: Path,

@@ -39,7 +39,8 @@ def library_versions() -> dict[str, str]:
 
 
 def model_metadata(dataset: MnistCopy, trained: TrainedModel, evaluated: dict[str, Evaluation],
-                   limit: int | None, timings: dict[str, float], run_id: str | None) -> dict:
+                   calibration: dict, limit: int | None, timings: dict[str, float],
+                   run_id: str | None) -> dict:
     """What metadata.json says of a version (a file format: keys stay as they are)."""
     mnist, yours = evaluated["mnist"], evaluated.get("yours")
     return {
@@ -60,6 +61,8 @@ def model_metadata(dataset: MnistCopy, trained: TrainedModel, evaluated: dict[st
         "timings_seconds": {**timings, "fit": trained.fit_seconds},
         "metrics": {"test_accuracy": mnist.accuracy, "test_loss": mnist.loss,
                     "test_images": mnist.images},
+        # The temperature and review threshold scoring reads (tasks.calibrate), and their figures
+        "calibration": calibration,
         "spans": list(trained.spans),  # your labelled spans it was trained on
         "your_test_set": yours.test_set if yours else None,
         "your_metrics": {"test_accuracy": yours.accuracy, "test_loss": yours.loss,
@@ -188,12 +191,12 @@ def decide(challenger: dict[str, Evaluation], champion: dict[str, Evaluation] | 
         return GateDecision(**numbers, promote=False,
                             reason="nothing new: the challenger is already the champion (the same "
                                    "data, spans, settings and code make the same model)")
-    mnist_says = f"MNIST accuracy {new.accuracy:.4f} against {old.accuracy:.4f}"
-    if yours is None:
+    if yours is None:  # as before spans existed
         verdict = new.accuracy >= old.accuracy - margin
         return GateDecision(**numbers, promote=verdict,
-                            reason=f"{mnist_says}: {'not ' if verdict else ''}worse "
-                                   f"(margin {margin})")
+                            reason=f"accuracy {new.accuracy:.4f} is {'not ' if verdict else ''}worse "
+                                   f"than {old.accuracy:.4f} (margin {margin})")
+    mnist_says = f"MNIST accuracy {new.accuracy:.4f} against {old.accuracy:.4f}"
     mine = champion["yours"]
     yours_ok = yours.accuracy >= mine.accuracy - margin
     mnist_ok = new.accuracy >= old.accuracy - mnist_tolerance

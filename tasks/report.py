@@ -78,9 +78,31 @@ def your_digits_lines(yours: YourDigits | None, evaluated: dict[str, Evaluation]
     return lines
 
 
-def training_markdown(metadata: dict, plots: StepRecord, decision: GateDecision,
-                      yours: YourDigits | None, evaluated: dict[str, Evaluation],
-                      summary: str) -> str:
+def calibration_lines(calibration: StepRecord) -> list[str]:
+    """Temperature, threshold and calibration error before and after, with the diagram."""
+    c = calibration.info["calibration"]
+
+    def share(value: float | None) -> str:
+        return "—" if value is None else f"{value:.2%}"
+
+    png = calibration.path("reliability").read_bytes()
+    return [
+        "## Confidence: calibration and the review flag", "",
+        f"Temperature **{c['temperature']:.3f}** (the logits are divided by it: {c['method']}); "
+        f"predictions under calibrated confidence **{c['threshold']:.4f}** are flagged for review "
+        f"(`review` in the prediction table).", "",
+        "| set | images | ECE before | ECE after | flagged | accepted correct | errors flagged |",
+        "|---|---|---|---|---|---|---|",
+        *[f"| {name} | {f['images']} | {f['ece_before']:.4f} | {f['ece_after']:.4f} | "
+          f"{share(f['review_rate'])} | {share(f['accepted_accuracy'])} | "
+          f"{share(f['errors_flagged'])} |"
+          for name, f in [("validation", c["validation"]), *c["tests"].items()]], "",
+        f"![reliability]({png_data_uri(png)})", ""]
+
+
+def training_markdown(metadata: dict, plots: StepRecord, calibration: StepRecord,
+                      decision: GateDecision, yours: YourDigits | None,
+                      evaluated: dict[str, Evaluation], summary: str) -> str:
     m, s = metadata["metrics"], metadata["settings"]
     folder = Path(metadata["model_path"]).parent
     lines = [
@@ -97,6 +119,7 @@ def training_markdown(metadata: dict, plots: StepRecord, decision: GateDecision,
         f"| parameters | {metadata['params']:,} |",
         "",
         *your_digits_lines(yours, evaluated),
+        *calibration_lines(calibration),
         "## Settings",
         "",
         "| setting | value |", "|---|---|",
@@ -124,13 +147,14 @@ def training_markdown(metadata: dict, plots: StepRecord, decision: GateDecision,
 @task(name="publish-training-report", cache_policy=NO_CACHE)
 def publish_training_report(metadata: dict, trained: TrainedModel,
                             evaluated: dict[str, Evaluation], plots: StepRecord,
-                            decision: GateDecision, yours: YourDigits | None,
-                            models: list[dict]) -> None:
+                            calibration: StepRecord, decision: GateDecision,
+                            yours: YourDigits | None, models: list[dict]) -> None:
     name = trained.preset or "sweep"
     mnist = evaluated["mnist"]
     on_yours = f", yours {evaluated['yours'].accuracy:.4f}" if "yours" in evaluated else ""
     create_markdown_artifact(key=f"train-report-{name}",
-                             markdown=training_markdown(metadata, plots, decision, yours, evaluated,
+                             markdown=training_markdown(metadata, plots, calibration, decision,
+                                                        yours, evaluated,
                                                         trained.summary_path.read_text()),
                              description=f"test accuracy {mnist.accuracy:.4f}{on_yours}; "
                                          f"{'promoted' if decision.promote else 'not promoted'}")
@@ -185,6 +209,8 @@ def scoring_markdown(summary: dict, folder: Path) -> str:
              f"| skipped (already scored by this model) | {summary['skipped']} |",
              f"| scored | {summary['scored']} |",
              f"| errors | {summary['errors']} |",
+             f"| flagged for review (calibrated confidence under the model's threshold) | "
+             f"{summary['flagged']} |",
              f"| mean confidence | {summary['mean_confidence']} |",
              *([f"| accuracy against labels | {summary['accuracy']} |"] if "accuracy" in summary else []),
              f"| output | {file_link(Path(summary['output']))} |",
@@ -197,7 +223,7 @@ def scoring_markdown(summary: dict, folder: Path) -> str:
         lines += ["", "## Errors", "", "| reason | count |", "|---|---|",
                   *[f"| {k} | {v} |" for k, v in summary["error_reasons"].items()]]
     if summary["review"]:
-        lines += ["", "## Review: the least confident predictions", "",
+        lines += ["", "## Review: flagged predictions first, least confident first", "",
                   "| image | model input | predicted | confidence | top 3 | file |",
                   "|---|---|---|---|---|---|"]
         for row in summary["review"]:
@@ -206,7 +232,8 @@ def scoring_markdown(summary: dict, folder: Path) -> str:
             except (OSError, ValueError):
                 continue  # moved or changed since it was scored
             top = ", ".join(f"{d}: {p:.2f}" for d, p in row["top3"])
-            lines.append(f"| ![{row['path']}]({picture}) | ![input]({seen}) | **{row['label']}** | "
+            lines.append(f"| ![{row['path']}]({picture}) | ![input]({seen}) | **{row['label']}**"
+                         f"{' (flagged)' if row.get('flagged') else ''} | "
                          f"{row['confidence']:.2f} | {top} | `{row['path']}` |")
     return "\n".join(lines)
 

@@ -4,6 +4,7 @@ The prediction table (one row per image file) is a contract; `SCHEMA` is its def
 """
 
 import functools
+import json
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -19,6 +20,7 @@ import pyarrow.parquet as pq
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from tasks.calibrate import calibrated
 from tasks.files import Files, ImageFile, list_images, read_images
 from tasks.mnist import NUM_CLASSES
 from tasks.modelfiles import model_version
@@ -30,6 +32,7 @@ PROB_COLUMNS = [f"prob_{d}" for d in range(NUM_CLASSES)]
 SCHEMA = pa.schema(
     [("path", pa.string()), ("sha256", pa.string()), ("label", pa.int64()),
      ("confidence", pa.float32()), *[(c, pa.float32()) for c in PROB_COLUMNS],
+     ("review", pa.bool_()),
      ("status", pa.string()), ("error", pa.string()), ("model_version", pa.string()),
      ("scored_at", pa.timestamp("us", tz="UTC"))]
 )
@@ -39,25 +42,50 @@ class ModelFileError(ValueError):
     """A model file that will not be loaded, and why."""
 
 
+@dataclass(frozen=True)
+class ScoringModel:
+    """A model loaded for scoring, its version, and how its probabilities are read."""
+    model: keras.Model
+    version: str
+    temperature: float = 1.0  # divides the logits (tasks.calibrate); 1: the model's own softmax
+    threshold: float | None = None  # calibrated confidence below this is flagged for review
+
+    def probabilities(self, inputs: list[np.ndarray]) -> np.ndarray:
+        return calibrated(predict_batches(self.model, inputs), self.temperature)
+
+    def flags(self, confidence: np.ndarray) -> np.ndarray:
+        """Which predictions a person should check; none for a model trained before thresholds."""
+        if self.threshold is None:
+            return np.zeros(len(confidence), dtype=bool)
+        return confidence < self.threshold
+
+
 @functools.lru_cache(maxsize=2)
-def _load(path: str, mtime_ns: int) -> tuple[keras.Model, str]:
+def _load(path: str, mtime_ns: int, metadata_mtime_ns: int | None) -> ScoringModel:
     if not path.endswith(".keras"):
         raise ModelFileError(f"{path}: only .keras model files are loaded (Keras safe mode)")
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as exc:  # Keras raises many kinds; all mean the same to the user
         raise ModelFileError(f"{path}: not a model digitflow can load safely ({exc})") from exc
-    return model, model_version(model)
+    try:  # the calibration training found, beside the model
+        found = json.loads((Path(path).parent / "metadata.json").read_text()).get("calibration") or {}
+    except (OSError, ValueError):
+        found = {}
+    return ScoringModel(model, model_version(model), found.get("temperature", 1.0),
+                        found.get("threshold"))
 
 
-def load_scoring_model(path: Path) -> tuple[keras.Model, str]:
-    """The model and its version, loaded once per process (reloaded if the file changes)."""
-    return _load(str(path), path.stat().st_mtime_ns)
+def load_scoring_model(path: Path) -> ScoringModel:
+    """The model, its version and calibration, loaded once per process (again if a file changes)."""
+    metadata = path.parent / "metadata.json"
+    return _load(str(path), path.stat().st_mtime_ns,
+                 metadata.stat().st_mtime_ns if metadata.exists() else None)
 
 
 def score_files(files: list[ImageFile], model_path: Path) -> pd.DataFrame:
     """Prediction rows for `files`, in order: one batched predict for all readable images."""
-    return prediction_frame(files, read_images(files), *load_scoring_model(model_path))
+    return prediction_frame(files, read_images(files), load_scoring_model(model_path))
 
 
 PREDICT_BATCH = 1024
@@ -73,10 +101,9 @@ def predict_batches(model: keras.Model, inputs: list[np.ndarray]) -> np.ndarray:
                            for i in range(0, len(x), PREDICT_BATCH)])
 
 
-def prediction_frame(files: list[ImageFile], read: list[tuple], model: keras.Model,
-                     version: str) -> pd.DataFrame:
+def prediction_frame(files: list[ImageFile], read: list[tuple], scoring: ScoringModel) -> pd.DataFrame:
     """Table rows from (sha256, model input or None, error or None) per file."""
-    probs = predict_batches(model, [x for _, x, _ in read if x is not None])
+    probs = scoring.probabilities([x for _, x, _ in read if x is not None])
     table = np.full((len(files), NUM_CLASSES), np.nan, dtype=np.float32)
     ok = np.array([x is not None for _, x, _ in read], dtype=bool)
     table[ok] = probs
@@ -86,9 +113,11 @@ def prediction_frame(files: list[ImageFile], read: list[tuple], model: keras.Mod
     frame.insert(2, "label", pd.array(np.nan_to_num(table).argmax(axis=1), dtype="Int64"))
     frame.loc[~ok, "label"] = pd.NA
     frame.insert(3, "confidence", table.max(axis=1))  # NaN (stored as null) for error rows
+    frame["review"] = pd.array(scoring.flags(frame["confidence"].to_numpy()), dtype="boolean")
+    frame.loc[~ok, "review"] = pd.NA
     frame["status"] = np.where(ok, "ok", "error")
     frame["error"] = [err for _, _, err in read]
-    frame["model_version"] = version
+    frame["model_version"] = scoring.version
     frame["scored_at"] = pd.Timestamp(datetime.now(timezone.utc))
     return frame
 
@@ -116,15 +145,18 @@ def summarize(frame: pd.DataFrame, labels: Path | None) -> dict:
     ok = frame[frame["status"] == "ok"]
     reasons = Counter(str(e).split(":")[0] for e in frame.loc[frame["status"] == "error", "error"])
     bins = pd.cut(ok["confidence"], CONFIDENCE_BINS, right=False).value_counts(sort=False)
-    doubtful = ok.nsmallest(REVIEW_SIZE, "confidence")
+    # The gallery: what the model flagged for review first, least confident first
+    doubtful = ok.assign(flagged=ok["review"].fillna(False).astype(bool)).sort_values(
+        ["flagged", "confidence"], ascending=[False, True]).head(REVIEW_SIZE)
     summary = {
         "scored": int(len(ok)), "errors": int(len(frame) - len(ok)),
+        "flagged": int(ok["review"].fillna(False).sum()),
         "by_label": {int(k): int(v) for k, v in ok["label"].value_counts().sort_index().items()},
         "error_reasons": dict(reasons.most_common()),
         "mean_confidence": round(float(ok["confidence"].mean()), 4) if len(ok) else None,
         "confidence_bins": {f"{i.left:.2f}–{min(i.right, 1):.2f}": int(n) for i, n in bins.items()},
         "review": [{"path": r.path, "label": int(r.label), "confidence": round(float(r.confidence), 4),
-                    "top3": top3(r)} for r in doubtful.itertuples()],
+                    "flagged": bool(r.flagged), "top3": top3(r)} for r in doubtful.itertuples()],
     }
     if labels is not None:
         truth = pd.read_csv(labels, dtype={"path": str, "label": "Int64"})

@@ -58,7 +58,7 @@ def your_digits(paths: Paths, refresh: bool, log: Callable[[str], None] = print)
                       test_images=sum(info["test_by_digit"]), summaries=tuple(info["summaries"]),
                       conflicts=tuple(info["conflicts"]), broken=tuple(info["broken"]), step=step,
                       test_set=EvaluationSet(name="yours", fingerprint=info["test_set"], key=key,
-                                       x=step.path("x_test"), y=step.path("y_test")))
+                                             x=step.path("x_test"), y=step.path("y_test")))
 
 
 def dropped_spans(paths: Paths, yours: YourDigits | None) -> list[str]:

@@ -36,7 +36,7 @@ def test_train_then_score_print_json_summaries(cli_root, mnist):
     # matplotlib (Python lists every module it imports on stderr)
     again = digitflow(cli_root, "train", "--limit", "2000", "--epochs", "1",
                       PYTHONPROFILEIMPORTTIME="1")
-    assert last_json(again)["cached_steps"] == ["normalize", "train", "evaluate", "plots"]
+    assert last_json(again)["cached_steps"] == ["normalize", "train", "evaluate", "calibrate", "plots"]
     imported = {line.split("|")[-1].strip().split(".")[0] for line in again.stderr.splitlines()
                 if line.startswith("import time:")}
     assert "prefect" in imported and not imported & {"tensorflow", "keras", "matplotlib"}

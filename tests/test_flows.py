@@ -54,6 +54,12 @@ def test_train_writes_model_history_metadata_evaluation_and_plots(first_run, flo
     assert metadata["train_images"] == 10_000 and metadata["params"] == 104_938
     assert metadata["metrics"]["test_accuracy"] == first_run["test_accuracy"]
     assert metadata["data_verified"] is True and "keras" in metadata["libraries"]
+    calibration = metadata["calibration"]
+    assert 0.2 < calibration["temperature"] < 5 and 0 < calibration["threshold"] <= 1
+    assert calibration["validation"]["images"] == 2_000  # the last fifth of the 10,000
+    mnist_figures = calibration["tests"]["mnist"]
+    assert mnist_figures["ece_after"] <= mnist_figures["ece_before"] + 0.005
+    assert (folder / "calibration" / "reliability.png").is_file()
 
     per_class = pd.read_parquet(folder / "evaluation" / "per_class.parquet")
     assert list(per_class["digit"]) == list(range(10)) and per_class["support"].sum() == 10_000
@@ -86,7 +92,8 @@ def test_report_artifacts_embed_the_plots(first_run):
     assert {"preset:seed", f"model:{first_run['model_version']}", "promoted"} <= set(run.tags)
     by_type = {a.type: a for a in artifacts}
     report = by_type["markdown"].data
-    assert report.count("](data:image/png;base64,") == 3
+    assert report.count("](data:image/png;base64,") == 4  # 3 plots and the reliability diagram
+    assert "## Confidence: calibration and the review flag" in report and "ECE before" in report
     assert "## Model" in report and "104,938" in report  # model.summary(), as the tutorial prints
     assert f"]({Path(first_run['model_path']).resolve().as_uri()})" in report  # a link to the model
     assert f"Test set `{FROZEN_TEST_SET}` (MNIST's own, frozen)" in report
@@ -99,7 +106,7 @@ def test_report_artifacts_embed_the_plots(first_run):
 
 def test_identical_rerun_is_served_from_the_cache(first_run):
     again = train_digits(**SMALL)
-    assert again["cached_steps"] == ["normalize", "train", "evaluate", "plots"]
+    assert again["cached_steps"] == ["normalize", "train", "evaluate", "calibrate", "plots"]
     assert again["model_version"] == first_run["model_version"]
     assert again["test_accuracy"] == first_run["test_accuracy"]
 
@@ -110,7 +117,7 @@ def test_deleted_cached_model_is_retrained_not_crashed(first_run):
     assert Path(again["model_path"]).is_file()
     # Retrained with the same seed: the same weights, so the same version and its evaluation
     assert again["model_version"] == first_run["model_version"]
-    assert again["cached_steps"] == ["normalize", "evaluate", "plots"]
+    assert again["cached_steps"] == ["normalize", "evaluate", "calibrate", "plots"]
 
 
 def test_no_cache_reruns_every_step(first_run):
@@ -138,6 +145,12 @@ def test_score_folder_of_scans_is_accurate_and_reports_bad_files(first_run, flow
     assert os.listdir(output.parent) == ["predictions.parquet"]
     assert len(summary["review"]) == 16 and summary["review"][0]["confidence"] <= \
         summary["review"][-1]["confidence"]
+    # Calibrated confidence under the champion's threshold is flagged for review
+    metadata = json.loads((Path(champion["model_path"]).parent / "metadata.json").read_text())
+    ok = frame[frame["status"] == "ok"]
+    assert (ok["review"] == (ok["confidence"] < metadata["calibration"]["threshold"])).all()
+    assert summary["flagged"] == int(ok["review"].sum()) and frame.loc[
+        frame["status"] == "error", "review"].isna().all()
 
 
 def test_incremental_scoring_scores_only_new_files(first_run, flow_root, mnist):

@@ -141,7 +141,7 @@ def test_version_survives_save_and_load(tmp_path):
     # The version recorded at training must be the one the scorer reports.
     model = build_seed()
     model.save(tmp_path / "m.keras")
-    assert load_scoring_model(tmp_path / "m.keras")[1] == model_version(model)
+    assert load_scoring_model(tmp_path / "m.keras").version == model_version(model)
 
 
 def test_summary_counts_and_accuracy_against_labels(folder, model_path, tmp_path):
@@ -174,7 +174,7 @@ def test_reading_in_worker_processes_gives_the_same_rows_in_order(tmp_path, mnis
 
 def test_incremental_scoring_skips_what_this_model_already_scored(folder, model_path, tmp_path):
     sink = DatasetSink(tmp_path / "dataset")
-    version = load_scoring_model(model_path)[1]
+    version = load_scoring_model(model_path).version
     files = list_images(folder)
     assert sink.select(files, version) == files  # an empty dataset: everything is new
     done = {"a.png", "broken.webp"}  # one scored, one an error row: both are recorded
@@ -194,4 +194,4 @@ def test_a_new_model_version_rescores_everything(folder, model_path, tmp_path):
     frame = score_files(list_images(folder), model_path)
     frame["model_version"] = "someoldmodel"
     write_table([frame], sink.part("old-run", 0))
-    assert len(sink.select(list_images(folder), load_scoring_model(model_path)[1])) == len(frame)
+    assert len(sink.select(list_images(folder), load_scoring_model(model_path).version)) == len(frame)
