@@ -110,6 +110,18 @@ def parser() -> argparse.ArgumentParser:
     how.add_argument("--digit", type=int, help="every picture in FOLDER is this digit")
     label.add_argument("--span", help="the span's name (default: FOLDER's name and the UTC time)")
 
+    review = commands.add_parser("review", help="export the pictures the model is unsure of, to "
+                                                "label them in any tool (or in the UI: review-digits)")
+    review.set_defaults(handler=review_command)
+    review.add_argument("--export", type=Path, metavar="CSV", required=True,
+                        help="path,sha256,top3 and an empty label column; fill it, then "
+                             "`digitflow label FOLDER --labels CSV`")
+    review.add_argument("--source", type=Path, default=Path("artifacts/predictions/inbox"),
+                        help="a prediction table or dataset (default: %(default)s)")
+    review.add_argument("--folder", type=Path, default=Path("data/inbox"),
+                        help="where its pictures are (default: %(default)s)")
+    review.add_argument("--limit", type=positive, default=100, help="(default: %(default)s)")
+
     labels = commands.add_parser("labels", help="list the spans of your labelled digits")
     labels.set_defaults(handler=labels_command)
 
@@ -251,15 +263,34 @@ def label_command(args: argparse.Namespace, _early_server: None) -> dict:
             "by_digit": list(span.counts), "skipped": span.skipped}
 
 
+def review_command(args: argparse.Namespace, _early_server: None) -> dict:
+    from tasks.paths import get_paths
+    from tasks.review import export_queue, review_locations, review_queue
+
+    paths = get_paths()
+    source, folder = review_locations(paths.root, args.source, args.folder)
+    queue = review_queue(source, paths.labelled, args.limit, folder=folder)
+    for note in queue.attrs["notes"]:
+        print(f"digitflow review: {note}", file=sys.stderr)
+    export_queue(queue, args.export)
+    print(f"{len(queue)} pictures to label in {args.export}; then `digitflow label {folder} "
+          f"--labels {args.export}`", file=sys.stderr)
+    return {"queued": len(queue), "csv": str(args.export), "folder": str(folder)}
+
+
 def labels_command(args: argparse.Namespace, _early_server: None) -> dict:
-    from tasks import registry
     from tasks.labels import list_spans
     from tasks.paths import get_paths
 
+    def read(path: Path) -> dict:  # not tasks.registry's: that would import Prefect
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            return {}
+
     paths = get_paths()
-    champion = registry.read_pointer(paths.champion) or {}
-    metadata = registry.read_pointer(paths.models / str(champion.get("model_version")) /
-                                     "metadata.json") or {}
+    champion = read(paths.champion)
+    metadata = read(paths.models / str(champion.get("model_version")) / "metadata.json")
     trained_on = set(metadata.get("spans", []))
     rows = []
     for status in list_spans(paths.labelled):

@@ -14,6 +14,7 @@ from importlib.metadata import version as package_version
 from pathlib import Path
 
 from prefect import get_run_logger, task
+from prefect.events import emit_event
 from prefect.cache_policies import NO_CACHE
 
 from tasks.mnist import FROZEN_TEST_SET
@@ -222,6 +223,11 @@ def gate_model(paths: Paths, challenger: dict[str, Evaluation],
     decision = decide(challenger, champion, margin, mnist_tolerance)
     if decision.promote:
         promote(paths, decision.challenger, f"gate: {decision.reason}")
+        # score-inbox's trigger: the inbox is rescored with the new champion at once
+        emit_event(event="digitflow.model.promoted",
+                   resource={"prefect.resource.id": f"digitflow.model.{decision.challenger}"},
+                   payload={"model_version": decision.challenger, "previous": decision.champion,
+                            "reason": decision.reason})
     get_run_logger().info("gate: %s %s (%s)", "promoted" if decision.promote else "kept champion",
                           decision.challenger if decision.promote else decision.champion,
                           decision.reason)

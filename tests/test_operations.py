@@ -32,12 +32,18 @@ def team(tmp_path_factory, mnist_npz, prefect_server):
     # The schedules are real (03:00 UTC, every 15 min): paused before the worker starts, so a
     # scheduled run cannot land between the test's own runs. Pausing deletes queued auto runs.
     prefect(env, "--no-prompt", "deployment", "schedule", "pause", "--all")
+    # The event triggers too (labels -> retrain, promotion -> rescore, drift -> review): the
+    # test's runs stay the only ones; test_the_loop_s_triggers_are_deployed checks they exist.
+    with api_client(env["PREFECT_API_URL"]) as client:
+        automations = client.read_automations()
+        for automation in automations:
+            client.pause_automation(automation.id)
     with open(prefect_server["home"] / "worker.log", "w") as log:
         worker = subprocess.Popen([BIN / "prefect", "worker", "start", "--pool", "digitflow"],
                                   env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
                                   start_new_session=True)
         try:
-            yield {**prefect_server, "env": env, "root": root}
+            yield {**prefect_server, "env": env, "root": root, "automations": automations}
         finally:
             # It may ignore SIGTERM (its log then says it passed SIGINT on to its worker process,
             # which stays), as `make stop` finds too: after 10 s its whole group is killed.
@@ -66,6 +72,7 @@ def inspect(env: dict, deployment: str) -> dict:
 def test_prefect_deploy_accepted_both_deployments(team):
     listed = prefect(team["env"], "deployment", "ls")
     assert "train-digits/retrain-nightly" in listed and "score-folder/score-inbox" in listed
+    assert "review-digits/review-queue" in listed
     nightly = inspect(team["env"], "train-digits/retrain-nightly")
     inbox = inspect(team["env"], "score-folder/score-inbox")
     assert [s["schedule"]["cron"] for s in nightly["schedules"]] == ["0 3 * * *"]
@@ -73,6 +80,19 @@ def test_prefect_deploy_accepted_both_deployments(team):
     assert str(REPO) in json.dumps(nightly["pull_steps"])  # runs in this checkout
     limits = [d["global_concurrency_limit"]["limit"] for d in (nightly, inbox)]
     assert limits == [1, 1]  # one run at a time per deployment
+
+
+def test_the_loop_s_triggers_are_deployed(team):
+    """prefect.yaml's triggers became automations: each event starts the deployment it names."""
+    from prefect.events.actions import RunDeployment
+
+    with api_client(team["env"]["PREFECT_API_URL"]) as client:
+        deployments = {d.id: f"{d.name}" for d in client.read_deployments()}
+    started_by = {tuple(a.trigger.expect): deployments[a.actions[0].deployment_id]
+                  for a in team["automations"] if isinstance(a.actions[0], RunDeployment)}
+    assert started_by == {("digitflow.labels.added",): "retrain-nightly",
+                          ("digitflow.model.promoted",): "score-inbox",
+                          ("digitflow.scoring.drift",): "review-queue"}
 
 
 @pytest.fixture(scope="module")
@@ -248,6 +268,7 @@ def test_make_serve_deploys_and_starts_a_worker_and_make_stop_ends_them(serve_di
     prefect(user, "--no-prompt", "deployment", "schedule", "pause", "--all")
     listed = prefect(user, "deployment", "ls")
     assert "train-digits/retrain-nightly" in listed and "score-folder/score-inbox" in listed
+    assert "review-digits/review-queue" in listed
     pids = [int((serve_dir / f"{name}.pid").read_text()) for name in ("server", "worker")]
     assert all(running(pid) for pid in pids) and first_worker(api, "digitflow")
 
