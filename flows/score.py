@@ -15,7 +15,7 @@ from tasks.progress import progress
 from tasks.registry import read_pointer, resolve_model
 from tasks.report import publish_scoring_report, tag_run
 from tasks.score import (
-    find_images, load_scoring_model, score_images, scoring_sink, select_unscored,
+    check_drift, find_images, load_scoring_model, score_images, scoring_sink, select_unscored,
     write_predictions)
 from tasks.settings import ScoreSettings
 from tasks.store import check_writable
@@ -64,15 +64,18 @@ def score_folder(
     chunks = [Files(files[i:i + settings.chunk_size]) for i in starts]
     futures = score_images.map(chunks, model_path=unmapped(model_path), first=starts,
                                part=[sink.part(run_id, i) for i in starts])
-    frames = []
+    chunks = []
     with progress(len(files), f"scoring {len(files)} images") as advance:
         for future in as_completed(futures):
-            frames.append(future.result())
-            advance(len(frames[-1]))
+            chunks.append(future.result())
+            advance(len(chunks[-1].frame))
     # Write
-    summary = write_predictions(frames=frames, sink=sink, labels=settings.labels)
+    summary = write_predictions(chunks=chunks, sink=sink, labels=settings.labels)
+    # Compare with the champion's reference; over threshold, ask for a review (an event)
+    drift = check_drift(chunks=chunks, model_path=model_path, sink=sink, folder=settings.folder,
+                        run_id=run_id)
     # Report
-    summary |= {"output": str(sink.location), "folder": str(settings.folder),
+    summary |= {"drift": drift, "output": str(sink.location), "folder": str(settings.folder),
                 "found": len(found), "skipped": len(found) - len(files), "model_path": str(model_path),
                 "model_version": version,
                 "run_id": run_id, "seconds": round(time.perf_counter() - started, 2)}

@@ -7,6 +7,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.calibrate import Calibration, calibration_record
+from tasks.drift import make_reference
 from tasks.metrics import evaluation_tables, per_class_rows, reliability_bins
 from tasks.paths import Paths
 from tasks.records import (
@@ -89,7 +90,8 @@ def calibrated_model(paths: Paths, trained: TrainedModel, normalized: Normalized
     tutorial's last 20 % of the training images, which the model never fit), with calibration
     error before and after on every test set and a reliability diagram, beside the model."""
     key = content_key("calibrate", trained.version, normalized.key, sorted(t.key for t in tests.values()),
-                      code_version(__name__, "tasks.calibrate", "tasks.metrics", "tasks.plots"))
+                      code_version(__name__, "tasks.calibrate", "tasks.metrics", "tasks.plots",
+                                   "tasks.drift"))
     out = trained.folder / "calibration"
 
     def produce() -> tuple[dict[str, Path], dict]:
@@ -106,15 +108,21 @@ def calibrated_model(paths: Paths, trained: TrainedModel, normalized: Normalized
             return model.predict(x, batch_size=1024, verbose=0)
 
         val_prob = predict(x_val)
-        labelled = {name: (predict(x), y) for name, (x, y) in
-                    ((name, test.load()) for name, test in tests.items())}
+        arrays = {name: test.load() for name, test in tests.items()}
+        labelled = {name: (predict(x), y) for name, (x, y) in arrays.items()}
         record = calibration_record(val_prob, y_val, labelled)
         calibration = Calibration.from_record(record)
+        # What scoring compares its runs with (tasks.drift): each test set as the model sees it
+        references = {name: make_reference(calibration.probabilities(prob), arrays[name][0],
+                                           calibration.threshold)
+                      for name, (prob, _) in labelled.items()}
         diagram = reliability_figure({
             name: (reliability_bins(prob, y), reliability_bins(calibration.probabilities(prob), y))
             for name, (prob, y) in labelled.items()})
-        files = {"calibration": out / "calibration.json", "reliability": out / "reliability.png"}
+        files = {"calibration": out / "calibration.json", "reliability": out / "reliability.png",
+                 "reference": out / "reference.json"}
         write_json(files["calibration"], record)
+        write_json(files["reference"], references)
         write_bytes(files["reliability"], png_bytes(diagram))
         return files, {"key": key, "calibration": record}
 

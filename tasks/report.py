@@ -219,6 +219,16 @@ def scoring_markdown(summary: dict, folder: Path) -> str:
              *[f"| {k} | {v} |" for k, v in summary["by_label"].items()], "",
              "## Confidence", "", "| confidence | images |", "|---|---|",
              *[f"| {k} | {v} |" for k, v in summary["confidence_bins"].items()]]
+    drift = summary.get("drift") or {}
+    if drift.get("scores"):
+        from tasks.drift import drift_figure, drift_markdown
+        from tasks.plots import png_bytes
+
+        lines += ["", *drift_markdown(drift), "",
+                  f"Compared with the nearest of the champion's test sets: {drift['reference']}.", "",
+                  f"![drift]({png_data_uri(png_bytes(drift_figure(drift)))})"]
+    elif drift.get("note"):
+        lines += ["", "## Drift", "", drift["note"]]
     if summary["error_reasons"]:
         lines += ["", "## Errors", "", "| reason | count |", "|---|---|",
                   *[f"| {k} | {v} |" for k, v in summary["error_reasons"].items()]]

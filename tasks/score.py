@@ -17,16 +17,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.events import emit_event
 
 from tasks.calibrate import calibrated
+from tasks.drift import INPUT_STATISTICS, drift_against, drift_event_payload, input_statistics
 from tasks.files import Files, ImageFile, list_images, read_images
 from tasks.mnist import NUM_CLASSES
 from tasks.modelfiles import model_version
 from tasks.paths import Paths
 from tasks.settings import ScoreSettings
-from tasks.store import atomic_path, file_sha256
+from tasks.store import atomic_path, file_sha256, write_json
 
 PROB_COLUMNS = [f"prob_{d}" for d in range(NUM_CLASSES)]
 SCHEMA = pa.schema(
@@ -49,6 +51,7 @@ class ScoringModel:
     version: str
     temperature: float = 1.0  # divides the logits (tasks.calibrate); 1: the model's own softmax
     threshold: float | None = None  # calibrated confidence below this is flagged for review
+    references: dict | None = None  # each test set's statistics at training time (tasks.drift)
 
     def probabilities(self, inputs: list[np.ndarray]) -> np.ndarray:
         return calibrated(predict_batches(self.model, inputs), self.temperature)
@@ -68,12 +71,18 @@ def _load(path: str, mtime_ns: int, metadata_mtime_ns: int | None) -> ScoringMod
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as exc:  # Keras raises many kinds; all mean the same to the user
         raise ModelFileError(f"{path}: not a model digitflow can load safely ({exc})") from exc
-    try:  # the calibration training found, beside the model
-        found = json.loads((Path(path).parent / "metadata.json").read_text()).get("calibration") or {}
-    except (OSError, ValueError):
-        found = {}
+    folder = Path(path).parent
+    # What training found beside the model: its calibration and the drift references
+    found = (read_json(folder / "metadata.json") or {}).get("calibration") or {}
     return ScoringModel(model, model_version(model), found.get("temperature", 1.0),
-                        found.get("threshold"))
+                        found.get("threshold"), read_json(folder / "calibration" / "reference.json"))
+
+
+def read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def load_scoring_model(path: Path) -> ScoringModel:
@@ -83,9 +92,23 @@ def load_scoring_model(path: Path) -> ScoringModel:
                  metadata.stat().st_mtime_ns if metadata.exists() else None)
 
 
+@dataclass(frozen=True)
+class ScoredChunk:
+    frame: pd.DataFrame  # the prediction rows
+    inputs: dict[str, np.ndarray]  # statistics of the readable pictures' inputs (tasks.drift)
+
+
+def score_chunk(files: list[ImageFile], model_path: Path) -> ScoredChunk:
+    """Prediction rows for `files`, in order (one batched predict for all readable images), and
+    what the drift check needs of their inputs."""
+    read = read_images(files)
+    inputs = [x for _, x, _ in read if x is not None]
+    return ScoredChunk(prediction_frame(files, read, load_scoring_model(model_path)),
+                       input_statistics(np.stack(inputs)) if inputs else {})
+
+
 def score_files(files: list[ImageFile], model_path: Path) -> pd.DataFrame:
-    """Prediction rows for `files`, in order: one batched predict for all readable images."""
-    return prediction_frame(files, read_images(files), load_scoring_model(model_path))
+    return score_chunk(files, model_path).frame
 
 
 PREDICT_BATCH = 1024
@@ -216,6 +239,9 @@ class TableSink:
     def finish(self, frames: list[pd.DataFrame]) -> pd.DataFrame:
         return write_table(frames, self.output)
 
+    def record_drift(self, report: dict, run_id: str) -> None:
+        pass  # one table: the drift is in the run's summary and report
+
 
 @dataclass(frozen=True)
 class DatasetSink:
@@ -245,6 +271,11 @@ class DatasetSink:
     def finish(self, frames: list[pd.DataFrame]) -> pd.DataFrame:
         return combine(frames)  # the chunks wrote their parts already
 
+    def record_drift(self, report: dict, run_id: str) -> None:
+        """The run's drift report beside its parts ("_" keeps it out of the Parquet dataset)."""
+        for partition in {p.parent for p in self.dataset.glob(f"date=*/part-*-{run_id[:8]}-*.parquet")}:
+            write_json(partition / f"_drift-{run_id[:8]}.json", report)
+
 
 def scoring_sink(paths: Paths, settings: ScoreSettings) -> TableSink | DatasetSink:
     """Where a scoring run writes: --dataset, --output, or a new table under artifacts/predictions."""
@@ -263,13 +294,30 @@ def find_images(folder: Path) -> list[ImageFile]:
     return list_images(folder)
 
 
+def drift_of_run(chunks: list[ScoredChunk], scoring: ScoringModel) -> dict:
+    """The run's predictions and inputs against the model's references (tasks.drift)."""
+    if not scoring.references or scoring.threshold is None:
+        return {"alarm": False, "scores": {}, "reference": None,
+                "note": "the model has no drift reference (trained before digitflow made them)"}
+    if not chunks:
+        return {"alarm": False, "scores": {}, "reference": None, "note": "nothing new was scored"}
+    ok = pd.concat([c.frame for c in chunks])
+    ok = ok[ok["status"] == "ok"]
+    values = {"predicted_digit": ok["label"].to_numpy(dtype=np.float64),
+              "confidence": ok["confidence"].to_numpy(dtype=np.float64),
+              "review_rate": ok["review"].to_numpy(dtype=np.float64),
+              **{name: np.concatenate([c.inputs[name] for c in chunks if c.inputs] or [np.empty(0)])
+                 for name in INPUT_STATISTICS}}
+    return drift_against(scoring.references, values, len(ok))
+
+
 @task(name="score-images", cache_policy=NO_CACHE, task_run_name="score-images-{first}")
 def score_images(files: Files, model_path: Path, first: int,
-                 part: Path | None = None) -> pd.DataFrame:
-    frame = score_files(files.files, model_path)
+                 part: Path | None = None) -> ScoredChunk:
+    chunk = score_chunk(files.files, model_path)
     if part is not None:
-        write_table([frame], part)
-    return frame
+        write_table([chunk.frame], part)
+    return chunk
 
 
 @task(name="select-unscored", cache_policy=NO_CACHE)
@@ -278,7 +326,25 @@ def select_unscored(files: Files, sink: TableSink | DatasetSink, version: str) -
 
 
 @task(name="write-predictions", cache_policy=NO_CACHE)
-def write_predictions(frames: list[pd.DataFrame], sink: TableSink | DatasetSink,
+def write_predictions(chunks: list[ScoredChunk], sink: TableSink | DatasetSink,
                       labels: Path | None) -> dict:
     """The predictions written (or, for a dataset, gathered) and summarized."""
-    return summarize(sink.finish(frames), labels)
+    return summarize(sink.finish([c.frame for c in chunks]), labels)
+
+
+@task(name="check-drift", cache_policy=NO_CACHE)
+def check_drift(chunks: list[ScoredChunk], model_path: Path, sink: TableSink | DatasetSink,
+                folder: Path, run_id: str) -> dict:
+    """Drift of this run; over threshold, the event digitflow.scoring.drift (review-queue's
+    trigger), naming the run, the model, the scores, and the table and folder to review."""
+    scoring = load_scoring_model(model_path)
+    report = drift_of_run(chunks, scoring)
+    sink.record_drift(report, run_id)
+    if report["alarm"]:
+        emit_event(event="digitflow.scoring.drift",
+                   resource={"prefect.resource.id": f"digitflow.scoring.{run_id}"},
+                   payload={**drift_event_payload(report, run_id, scoring.version),
+                            "output": str(sink.location), "folder": str(folder)})
+        get_run_logger().warning("drift: %s changed beyond their thresholds (%s)",
+                                 ", ".join(report["alarming"]), report["scores"])
+    return report

@@ -151,6 +151,30 @@ def test_score_folder_of_scans_is_accurate_and_reports_bad_files(first_run, flow
     assert (ok["review"] == (ok["confidence"] < metadata["calibration"]["threshold"])).all()
     assert summary["flagged"] == int(ok["review"].sum()) and frame.loc[
         frame["status"] == "error", "review"].isna().all()
+    # 90 scans of MNIST digits: near the champion's MNIST reference, too few to raise an alarm
+    assert summary["drift"]["reference"] == "mnist" and not summary["drift"]["alarm"]
+    assert set(summary["drift"]["scores"]) >= {"predicted_digit", "confidence", "ink"}
+
+
+def test_digits_from_other_writers_raise_a_drift_event(first_run, flow_root):
+    from prefect.events.filters import EventFilter, EventNameFilter
+
+    from tasks.demo import make_other_writers_folder
+
+    folder, dataset = flow_root / "other-writers", flow_root / "other-dataset"
+    make_other_writers_folder(folder)
+    summary = score_folder(folder=folder, dataset=dataset)
+    drift = summary["drift"]
+    assert drift["alarm"] and drift["alarming"], drift
+    beside = list(dataset.glob(f"date=*/_drift-{summary['run_id'][:8]}.json"))
+    assert len(beside) == 1 and json.loads(beside[0].read_text())["alarm"]
+    assert pq.read_table(dataset).num_rows == 1797  # the report is not read as a part
+    with api_client() as client:
+        events = client.read_events(filter=EventFilter(
+            event=EventNameFilter(name=["digitflow.scoring.drift"])), limit=50).events
+    ours = [e for e in events if e.payload["run_id"] == summary["run_id"]]
+    assert len(ours) == 1 and ours[0].payload["folder"] == str(folder)
+    assert ours[0].payload["output"] == str(dataset) and ours[0].payload["alarming"]
 
 
 def test_incremental_scoring_scores_only_new_files(first_run, flow_root, mnist):
