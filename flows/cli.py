@@ -178,8 +178,11 @@ def on_cluster(flow, args: argparse.Namespace):
 def run_flow(flow, args: argparse.Namespace, early_server: tuple | None) -> dict:
     """Call `flow` with the command line's values of the parameters it declares."""
     declared = inspect.signature(flow.fn).parameters
+    # Paths as typed, from the shell's folder (a flow takes relative ones from the digitflow root)
+    parameters = {name: Path.cwd() / value if isinstance(value, Path) else value
+                  for name, value in vars(args).items() if name in declared}
     with server.prefect_api(early_server):  # after the imports, which ran while it booted
-        return flow(**{name: value for name, value in vars(args).items() if name in declared})
+        return flow(**parameters)
 
 
 def train_command(args: argparse.Namespace, early_server: tuple | None) -> dict:

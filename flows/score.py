@@ -49,6 +49,7 @@ def score_folder(
     settings = ScoreSettings(**locals())  # the parameters above (all there is so far), validated
     started = time.perf_counter()
     paths = get_paths()
+    settings = settings.under(paths.root)
     run_id = str(flow_run.id)
     sink = scoring_sink(paths, settings)
     check_writable(sink.folder)  # before the work, not after

@@ -50,6 +50,14 @@ class ScoreSettings(BaseModel, frozen=True):
         if self.output is not None and self.dataset is not None:
             raise ValueError("give --output (one table) or --dataset (appended partitions), not both")
 
+    def under(self, root: Path) -> "ScoreSettings":
+        """Relative locations taken from the digitflow root, as every other path is: a deployment
+        runs in its checkout, but writes under its DIGITFLOW_ROOT. (The command line passes the
+        paths a person typed made absolute against their shell's folder.)"""
+        return self.model_copy(update={name: root / value for name in ("folder", "output", "labels",
+                                                                      "dataset")
+                                       if (value := getattr(self, name)) is not None})
+
 
 def parse_hidden(text: str) -> tuple[int, ...]:
     """'256-64' → (256, 64): the hidden layers' sizes, input side first."""
