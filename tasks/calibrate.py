@@ -18,7 +18,12 @@ import numpy as np
 from tasks.metrics import expected_calibration_error
 
 BINS = 15  # Guo et al.'s ECE bins
-MAX_ERROR = 0.005  # the accepted predictions' error the threshold allows (issue #13)
+# The accepted predictions' error the threshold allows on the validation split. The issue asks
+# for at most 0.5 %; 0.2 % is chosen because the cnn preset already errs on 0.52 % of validation,
+# so at 0.5 % it flagged 0.03 % and accepted scan-like digits only 99.22 % correct, catching 18 %
+# of other writers' errors. At 0.2 %: 1.7 % flagged, 99.78 % accepted correct, 82 % caught
+# (bench/calibration.py, docs/BENCHMARKS.md); scans are a little harder than MNIST's validation.
+MAX_ERROR = 0.002
 FLOOR = 1e-12  # a softmax output can be exactly 0; its log would be -inf
 T_RANGE = (0.05, 20.0)  # far wider than any fitted T (Guo et al. report 1–3)
 # Above every float32 confidence (the next float32 after 1.0): "accept nothing", whatever the

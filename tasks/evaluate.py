@@ -70,7 +70,8 @@ def evaluate_model(paths: Paths, trained: TrainedModel, tests: dict[str, Evaluat
 
 
 @task(name="evaluate-champion", cache_policy=NO_CACHE)
-def evaluate_champion(paths: Paths, tests: dict[str, EvaluationSet]) -> dict[str, Evaluation] | None:
+def evaluate_champion(paths: Paths,
+                      tests: dict[str, EvaluationSet]) -> dict[str, Evaluation] | None:
     """The champion on this run's test sets, so the gate compares like with like (and measures
     it again whenever your test set has grown)."""
     pointer = read_pointer(paths.champion)
@@ -80,8 +81,8 @@ def evaluate_champion(paths: Paths, tests: dict[str, EvaluationSet]) -> dict[str
         get_run_logger().warning("champion %s has no model file at %s; treating as no champion",
                                  pointer["model_version"], pointer["model_path"])
         return None
-    return {name: evaluated_model(paths, pointer["model_version"], Path(pointer["model_path"]), test,
-                                  refresh=False) for name, test in tests.items()}
+    return {name: evaluated_model(paths, pointer["model_version"], Path(pointer["model_path"]),
+                                  test, refresh=False) for name, test in tests.items()}
 
 
 def calibrated_model(paths: Paths, trained: TrainedModel, normalized: Normalized,
@@ -89,7 +90,8 @@ def calibrated_model(paths: Paths, trained: TrainedModel, normalized: Normalized
     """The model's temperature and review threshold, fitted on MNIST's validation split (the
     tutorial's last 20 % of the training images, which the model never fit), with calibration
     error before and after on every test set and a reliability diagram, beside the model."""
-    key = content_key("calibrate", trained.version, normalized.key, sorted(t.key for t in tests.values()),
+    key = content_key("calibrate", trained.version, normalized.key,
+                      sorted(t.key for t in tests.values()),
                       code_version(__name__, "tasks.calibrate", "tasks.metrics", "tasks.plots",
                                    "tasks.drift"))
     out = trained.folder / "calibration"
