@@ -4,6 +4,7 @@ prefect.yaml (which `prefect deploy` must accept), the run pages looked at in a 
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -289,3 +290,214 @@ def test_make_serve_refuses_a_port_another_server_answers_on(serve_dir, prefect_
     served = make("serve", f"PORT={port}")
     assert served.returncode != 0 and f"port {port} is in use" in served.stderr
     assert not (serve_dir / "server.pid").exists()  # nothing started, nothing deployed
+
+
+# The review loop, end to end: every step after the first scoring is started by an event of the
+# step before, through prefect.yaml's automations, and run by the worker.
+
+LOOP_STEP_SECONDS = 900  # per step: a run waits for the worker's poll, then imports TensorFlow
+
+
+def worker_log_tail(team: dict, lines: int = 60) -> str:
+    log = team["home"] / "worker.log"
+    text = log.read_text(errors="replace") if log.exists() else "(no worker log)"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def automation_on(team: dict, event: str):
+    return next(a for a in team["automations"] if event in a.trigger.expect)
+
+
+def started_by(team: dict, event: str) -> list:
+    """The flow runs the automation on `event` started, oldest first."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterCreatedBy
+
+    with api_client(team["env"]["PREFECT_API_URL"]) as client:
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            created_by=FlowRunFilterCreatedBy(id_=[automation_on(team, event).id])))
+    return sorted(runs, key=lambda r: r.created)
+
+
+def loop_run(team: dict, event: str, what: str, paused: bool = False,
+             timeout: int = LOOP_STEP_SECONDS):
+    """The first run the automation on `event` started, once Completed (or Paused, with `paused`);
+    a failure naming what never happened, with the worker's log, otherwise."""
+    deadline, runs = time.monotonic() + timeout, []
+    while time.monotonic() < deadline:
+        if runs := started_by(team, event):
+            state = runs[0].state
+            if (state.is_paused() if paused else state.is_completed()):
+                return runs[0]
+            if state.is_final():
+                pytest.fail(f"{what}: the run {runs[0].name} ended {state.name} ({state.message})"
+                            f"\nthe worker's log ends:\n{worker_log_tail(team)}")
+        time.sleep(3)
+    happened = (f"the run {runs[0].name} is still {runs[0].state.name}" if runs
+                else f"no {event} automation started a run")
+    pytest.fail(f"{what} within {timeout} s: {happened}\nthe worker's log ends:\n"
+                f"{worker_log_tail(team)}")
+
+
+def finished(team: dict, run, what: str, timeout: int = LOOP_STEP_SECONDS):
+    """The run, re-read once Completed; a failure saying where it stopped otherwise."""
+    with api_client(team["env"]["PREFECT_API_URL"]) as client:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            run = client.read_flow_run(run.id)
+            if run.state.is_completed():
+                return run
+            if run.state.is_final():
+                break
+            time.sleep(3)
+    pytest.fail(f"{what}: the run {run.name} is {run.state.name} ({run.state.message})\n"
+                f"the worker's log ends:\n{worker_log_tail(team)}")
+
+
+def set_parameters(client, deployment: str, **parameters) -> None:
+    """Replace some of the deployment's parameters (the runs it starts from now on take them)."""
+    from prefect.client.schemas.actions import DeploymentUpdate
+
+    found = client.read_deployment_by_name(deployment)
+    client.update_deployment(found.id, DeploymentUpdate(
+        parameters={**found.parameters, **parameters}))
+
+
+def stop_the_loop(team: dict) -> None:
+    """The automations paused again, and what they started and is not over cancelled (a review
+    left waiting for a person would otherwise outlive the test)."""
+    from prefect.states import Cancelled, Cancelling
+
+    with api_client(team["env"]["PREFECT_API_URL"]) as client:
+        for automation in team["automations"]:
+            client.pause_automation(automation.id)
+        for automation in team["automations"]:
+            for run in started_by(team, next(iter(automation.trigger.expect))):
+                if not run.state.is_final():  # Cancelling: the worker ends the run's process
+                    started = run.state.is_running() or run.state.is_paused()
+                    client.set_flow_run_state(run.id, Cancelling() if started else Cancelled(),
+                                              force=True)
+
+
+def other_writers_inbox(inbox: Path, scratch: Path, count: int) -> dict[str, int]:
+    """The first `count` of the other writers' pictures (tasks.demo) copied into `inbox` at their
+    paths; their true digits (path → digit), which stay out of the inbox, as in a person's head."""
+    from tasks.demo import make_other_writers_folder
+
+    labels = make_other_writers_folder(scratch).head(count)
+    for path in labels["path"]:
+        (inbox / path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(scratch / path, inbox / path)
+    return dict(zip(labels["path"], labels["label"].astype(int)))
+
+
+FIELD_TITLE = re.compile(r"(\d+) of (\d+): (\S+)")  # tasks.review.labels_form's field titles
+
+
+def label_in_the_form(browser, url: str, run, truth: dict[str, int], shots: Path) -> dict[str, int]:
+    """As a person who knows the digits: the run's page, Resume, every drop-down set to its
+    picture's digit, Submit. The answers (path → digit); screenshots {shots}-form.png (as it
+    opened) and {shots}-filled.png."""
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(60_000)
+    page.goto(f"{url}/runs/flow-run/{run.id}", wait_until="networkidle", timeout=90_000)
+    page.get_by_role("button", name="Resume").click()
+    form = page.get_by_role("dialog")
+    fields = form.locator(".schema-form-property")
+    expect(fields.first).to_contain_text(FIELD_TITLE)
+    queued = int(FIELD_TITLE.search(fields.first.inner_text())[2])
+    expect(fields).to_have_count(queued)
+    expect(form.locator('img[src^="data:image/png"]')).to_have_count(2 * queued)
+    page.wait_for_function("[...document.querySelectorAll('[role=dialog] img')]"
+                           ".every(i => i.complete && i.naturalWidth > 0)")
+    page.screenshot(path=f"{shots}-form.png")
+    answers = {}
+    for i in range(queued):
+        field = fields.nth(i)
+        path = FIELD_TITLE.search(field.inner_text())[3]
+        choice = str(truth[path])
+        # Prefect's own list box (not a <select>) opens from the keyboard (test_review_ui.py).
+        button = field.locator("button.p-select-button__control")
+        button.scroll_into_view_if_needed()
+        button.focus()
+        page.keyboard.press("ArrowDown")
+        options = page.get_by_role("listbox")
+        options.get_by_role("option", name=choice, exact=True).click()
+        expect(options).to_have_count(0)
+        expect(button).to_have_text(choice)
+        answers[path] = int(choice)
+    page.screenshot(path=f"{shots}-filled.png")
+    form.get_by_role("button", name="Submit").click()
+    expect(form).to_have_count(0)
+    page.close()
+    return answers
+
+
+def test_the_review_loop_runs_itself_from_drift_to_rescoring(team, retrained, browser, tmp_path):
+    import pyarrow.parquet as pq
+
+    from tasks.labels import split_of, take_in
+    from tasks.store import file_sha256
+
+    api, root = team["env"]["PREFECT_API_URL"], team["root"]
+    # Where score-inbox's own parameters point (under DIGITFLOW_ROOT): the rescoring a promotion
+    # starts, with those parameters, then covers this inbox and dataset.
+    inbox, dataset = root / "data" / "inbox", root / "artifacts" / "predictions" / "inbox"
+    truth = other_writers_inbox(inbox, tmp_path / "other-writers", count=400)  # ≥ 200 can alarm
+    with api_client(api) as client:
+        # One quick epoch, and a gate that lets the retrain through so that the loop goes on: the
+        # gate's decisions are test_registry's; here it must measure on both test sets.
+        set_parameters(client, "train-digits/retrain-nightly", preset="seed", epochs=1,
+                       limit=3000, gate_margin=0.5, mnist_tolerance=1.0)
+        set_parameters(client, "review-digits/review-queue", limit=16, timeout=600)
+        for automation in team["automations"]:
+            client.resume_automation(automation.id)
+    try:
+        # Score: other writers' digits against the champion's references raise the alarm
+        run_deployment(team, "score-folder/score-inbox", folder=inbox, dataset=dataset)
+        reports = [json.loads(p.read_text()) for p in dataset.glob("date=*/_drift-*.json")]
+        assert [r["alarm"] for r in reports] == [True], reports
+
+        # Review: the drift event started review-queue, which waits for a person
+        review = loop_run(team, "digitflow.scoring.drift", "a review-digits run paused for a "
+                          "person after the drift event", paused=True)
+        with api_client(api) as client:
+            # Its work is done: the rescoring below may alarm again (the inbox is still other
+            # writers'), and a second review would wait for a person who is not coming.
+            client.pause_automation(automation_on(team, "digitflow.scoring.drift").id)
+        answers = label_in_the_form(browser, team["url"], review, truth, tmp_path / "review")
+        review = finished(team, review, "the review after Submit")
+        spans = [take_in(p) for p in sorted((root / "data" / "labelled").iterdir())
+                 if p.is_dir() and not p.name.startswith(".")]
+        assert len(spans) == 1 and spans[0].name.startswith("review-"), spans
+        assert {f.sha256: f.label for f in spans[0].files} == {
+            file_sha256(inbox / path): digit for path, digit in answers.items()}
+        assert any(split_of(f.sha256) == "test" for f in spans[0].files), \
+            "no labelled picture fell into your test set: the gate cannot measure on it"
+
+        # Retrain: the labels event started retrain-nightly; its gate measured on both test sets
+        train = loop_run(team, "digitflow.labels.added", "a train-digits run after the labels event")
+        report = next(a for a in run_artifacts(train.id, api) if a.type == "markdown"
+                      and a.key.startswith("train-report"))
+        gate = report.data.split("## Champion gate", 1)[-1]
+        assert "Your test set" in gate and "on your test set" in gate, gate[:2000]
+        assert "promoted" in train.tags, gate[:2000]
+        new_champion = champion(team)
+        assert new_champion != retrained and new_champion in report.data
+        images = report_from_run_page(browser, team["url"], train, report, tmp_path / "training")
+        assert images and all(i["width"] > 0 for i in images), images
+
+        # Rescore: the promotion started score-inbox with its own parameters
+        rescore = loop_run(team, "digitflow.model.promoted",
+                           "a score-folder run after the promotion")
+        assert rescore.parameters == {"folder": "data/inbox",
+                                      "dataset": "artifacts/predictions/inbox"}
+        table = pq.read_table(dataset).to_pandas()
+        by_new = table[table["model_version"] == new_champion]
+        assert sorted(by_new["path"]) == sorted(truth), "not every picture once by the new champion"
+        report = next(a for a in run_artifacts(rescore.id, api) if a.type == "markdown")
+        report_from_run_page(browser, team["url"], rescore, report, tmp_path / "rescoring")
+        print(f"screenshots in {tmp_path}: {sorted(p.name for p in tmp_path.glob('*.png'))}")
+    finally:
+        stop_the_loop(team)
