@@ -112,3 +112,19 @@ def write_pngs(folder: Path, digits: np.ndarray, name: str = "{i:05d}.png",
         paths.append(folder / name.format(i=i))
         image.save(paths[-1])
     return paths
+
+
+def choose(page, field, choice: str) -> None:
+    """Pick `choice` in a field of a paused run's form. The drop-down is Prefect's own list box,
+    not a <select>: a click did not open it in headless Chromium; the keyboard does, as for a
+    person tabbing through the form."""
+    from playwright.sync_api import expect
+
+    button = field.locator("button.p-select-button__control")
+    button.scroll_into_view_if_needed()
+    button.focus()
+    page.keyboard.press("ArrowDown")
+    options = page.get_by_role("listbox")
+    options.get_by_role("option", name=choice, exact=True).click()
+    expect(options).to_have_count(0)
+    expect(button).to_have_text(choice)

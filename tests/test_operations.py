@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from support import BIN, REPO, api_client, free_port, new_root, prefect, run_artifacts
+from support import (
+    BIN, REPO, api_client, choose, free_port, new_root, prefect, run_artifacts)
 from tasks.demo import make_demo_folder
 
 pytestmark = pytest.mark.slow
@@ -143,22 +144,6 @@ def deployment_runs(team: dict, flow_name: str) -> list:
         runs = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])))
     return sorted((r for r in runs if r.state.is_completed() and r.deployment_id),
                   key=lambda r: r.start_time)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path("/usr/bin/chromium").exists():
-        if os.environ.get("CI"):
-            pytest.fail("CI must install Debian's chromium (see .ci/run)")
-        pytest.skip("needs Debian's chromium: apt-get install chromium")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run"])
-        yield browser
-        browser.close()
 
 
 PNGS = """document.querySelectorAll('img[src^="data:image/png"]')"""
@@ -417,15 +402,7 @@ def label_in_the_form(browser, url: str, run, truth: dict[str, int], shots: Path
         field = fields.nth(i)
         path = FIELD_TITLE.search(field.inner_text())[3]
         choice = str(truth[path])
-        # Prefect's own list box (not a <select>) opens from the keyboard (test_review_ui.py).
-        button = field.locator("button.p-select-button__control")
-        button.scroll_into_view_if_needed()
-        button.focus()
-        page.keyboard.press("ArrowDown")
-        options = page.get_by_role("listbox")
-        options.get_by_role("option", name=choice, exact=True).click()
-        expect(options).to_have_count(0)
-        expect(button).to_have_text(choice)
+        choose(page, field, choice)
         answers[path] = int(choice)
     page.screenshot(path=f"{shots}-filled.png")
     form.get_by_role("button", name="Submit").click()

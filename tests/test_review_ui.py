@@ -3,7 +3,6 @@ Resume button opens the form, a few drop-downs are set in headless Chromium, Sub
 become a span and the event digitflow.labels.added is emitted. And a review nobody answers."""
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -13,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from support import REPO, api_client, write_pngs
+from support import REPO, api_client, choose, write_pngs
 from tasks.labels import list_spans, take_in
 from tasks.store import file_sha256
 from test_review import bars, row
@@ -71,22 +70,6 @@ def paused_run(api: str, tag: str, review: subprocess.Popen, timeout: int = 180)
     pytest.fail(f"the review run did not pause within {timeout} s")
 
 
-@pytest.fixture(scope="module")
-def browser():
-    if not Path("/usr/bin/chromium").exists():
-        if os.environ.get("CI"):
-            pytest.fail("CI must install Debian's chromium (see .ci/run)")
-        pytest.skip("needs Debian's chromium: apt-get install chromium")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run"])
-        yield browser
-        browser.close()
-
-
 def answer_form(browser, url: str, run, answers: dict[str, str], shots: Path) -> None:
     """As a person: the run's page, Resume, a choice in each named field's drop-down, Submit.
     Screenshots {shots}-form.png (as it opened) and {shots}-filled.png."""
@@ -107,17 +90,7 @@ def answer_form(browser, url: str, run, answers: dict[str, str], shots: Path) ->
                            ".every(i => i.complete && i.naturalWidth > 0)")
     page.screenshot(path=f"{shots}-form.png")
     for title, choice in answers.items():
-        field = form.locator(".schema-form-property").filter(has_text=title)
-        button = field.locator("button.p-select-button__control")
-        # The drop-down is Prefect's own list box, not a <select>: a click on it did not open it
-        # in headless Chromium, the keyboard does (as for a person tabbing through the form).
-        button.scroll_into_view_if_needed()
-        button.focus()
-        page.keyboard.press("ArrowDown")
-        options = page.get_by_role("listbox")
-        options.get_by_role("option", name=choice, exact=True).click()
-        expect(options).to_have_count(0)
-        expect(button).to_have_text(choice)
+        choose(page, form.locator(".schema-form-property").filter(has_text=title), choice)
     page.screenshot(path=f"{shots}-filled.png")
     form.get_by_role("button", name="Submit").click()
     expect(form).to_have_count(0)
