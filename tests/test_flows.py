@@ -2,6 +2,7 @@
 
 import json
 import os
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -169,10 +170,14 @@ def test_digits_from_other_writers_raise_a_drift_event(first_run, flow_root):
     beside = list(dataset.glob(f"date=*/_drift-{summary['run_id'][:8]}.json"))
     assert len(beside) == 1 and json.loads(beside[0].read_text())["alarm"]
     assert pq.read_table(dataset).num_rows == 1797  # the report is not read as a part
-    with api_client() as client:
-        events = client.read_events(filter=EventFilter(
-            event=EventNameFilter(name=["digitflow.scoring.drift"])), limit=50).events
-    ours = [e for e in events if e.payload["run_id"] == summary["run_id"]]
+    # Events reach the server's store asynchronously (sent in the background, written in batches)
+    deadline, ours = time.monotonic() + 90, []
+    while not ours and time.monotonic() < deadline:
+        with api_client() as client:
+            events = client.read_events(filter=EventFilter(
+                event=EventNameFilter(name=["digitflow.scoring.drift"])), limit=50).events
+        ours = [e for e in events if e.payload["run_id"] == summary["run_id"]]
+        time.sleep(0 if ours else 2)
     assert len(ours) == 1 and ours[0].payload["folder"] == str(folder)
     assert ours[0].payload["output"] == str(dataset) and ours[0].payload["alarming"]
 
