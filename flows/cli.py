@@ -284,16 +284,11 @@ def review_command(args: argparse.Namespace, _early_server: None) -> dict:
 def labels_command(args: argparse.Namespace, _early_server: None) -> dict:
     from tasks.labels import list_spans
     from tasks.paths import get_paths
-
-    def read(path: Path) -> dict:  # not tasks.registry's: that would import Prefect
-        try:
-            return json.loads(path.read_text())
-        except (OSError, ValueError):
-            return {}
+    from tasks.store import read_json  # not via tasks.registry, which imports Prefect
 
     paths = get_paths()
-    champion = read(paths.champion)
-    metadata = read(paths.models / str(champion.get("model_version")) / "metadata.json")
+    champion = read_json(paths.champion) or {}
+    metadata = read_json(paths.models / str(champion.get("model_version")) / "metadata.json") or {}
     trained_on = set(metadata.get("spans", []))
     rows = []
     for status in list_spans(paths.labelled):

@@ -12,18 +12,18 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from tasks.files import Files, start_readers
 from tasks.paths import get_paths
 from tasks.progress import progress
-from tasks.registry import read_pointer, resolve_model
+from tasks.registry import resolve_model
 from tasks.report import publish_scoring_report, tag_run
 from tasks.score import (
     check_drift, find_images, load_scoring_model, score_images, scoring_sink, select_unscored,
     write_predictions)
 from tasks.settings import ScoreSettings
-from tasks.store import check_writable
+from tasks.store import check_writable, read_json
 
 
 def preset_tag(model_path: Path) -> list[str]:
     """preset:<name> for a model digitflow trained (its metadata.json says); none otherwise."""
-    metadata = read_pointer(model_path.parent / "metadata.json") or {}
+    metadata = read_json(model_path.parent / "metadata.json") or {}
     return [f"preset:{metadata['preset']}"] if "preset" in metadata else []
 
 

@@ -12,9 +12,8 @@ from tasks.metrics import evaluation_tables, per_class_rows, reliability_bins
 from tasks.paths import Paths
 from tasks.records import (
     Evaluation, EvaluationSet, MnistCopy, Normalized, StepRecord, TrainedModel, YourDigits)
-from tasks.registry import read_pointer
 from tasks.store import (
-    cached_step, code_version, content_key, write_bytes, write_json, write_parquet)
+    cached_step, code_version, content_key, read_json, write_bytes, write_json, write_parquet)
 from tasks.yours import split_validation
 
 
@@ -74,7 +73,7 @@ def evaluate_champion(paths: Paths,
                       tests: dict[str, EvaluationSet]) -> dict[str, Evaluation] | None:
     """The champion on this run's test sets, so the gate compares like with like (and measures
     it again whenever your test set has grown)."""
-    pointer = read_pointer(paths.champion)
+    pointer = read_json(paths.champion)
     if pointer is None:
         return None
     if not Path(pointer["model_path"]).is_file():

@@ -20,7 +20,7 @@ from prefect.cache_policies import NO_CACHE
 from tasks.mnist import FROZEN_TEST_SET
 from tasks.paths import Paths
 from tasks.records import Evaluation, GateDecision, MnistCopy, TrainedModel
-from tasks.store import write_bytes, write_json
+from tasks.store import read_json, write_bytes, write_json
 
 LIBRARIES = ("tensorflow-cpu", "tensorflow", "keras", "numpy", "pandas", "scikit-learn", "prefect")
 
@@ -81,17 +81,10 @@ def record_model(paths: Paths, metadata: dict) -> Path:
     return folder / "metadata.json"
 
 
-def read_pointer(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def resolve_model(paths: Paths, model: Path | str | None) -> Path:
     """A .keras file from a path, a model folder or a version; None: the champion, else latest."""
     if model is None:
-        pointer = read_pointer(paths.champion) or read_pointer(paths.latest_model)
+        pointer = read_json(paths.champion) or read_json(paths.latest_model)
         if pointer is None:
             raise ModelNotFound(f"no trained model in {paths.models}: run `digitflow train` first, "
                                 f"or pass --model PATH")
@@ -108,10 +101,10 @@ def resolve_model(paths: Paths, model: Path | str | None) -> Path:
 
 def list_models(paths: Paths) -> list[dict]:
     """Every version with metadata, oldest first, with which one is champion."""
-    champion = (read_pointer(paths.champion) or {}).get("model_version")
+    champion = (read_json(paths.champion) or {}).get("model_version")
     rows = []
     for meta in sorted(paths.models.glob("*/metadata.json")):
-        m = read_pointer(meta)
+        m = read_json(meta)
         if m is None:
             continue
         # Before sweeps recorded an architecture, their models said preset "dense".
@@ -125,13 +118,13 @@ def list_models(paths: Paths) -> list[dict]:
 
 def promote(paths: Paths, version: str, reason: str) -> dict:
     """Make `version` the champion (atomically) and record why."""
-    current = read_pointer(paths.champion)
+    current = read_json(paths.champion)
     return set_champion(paths, version, reason, current["model_version"] if current else None)
 
 
 def set_champion(paths: Paths, version: str, reason: str, previous: str | None) -> dict:
     """`previous` is what a rollback from this champion returns to."""
-    metadata = read_pointer(paths.models / version / "metadata.json")
+    metadata = read_json(paths.models / version / "metadata.json")
     if metadata is None or not Path(metadata["model_path"]).is_file():
         raise ModelNotFound(f"no model version {version!r} in {paths.models}; "
                             f"`digitflow models` lists them")
@@ -148,7 +141,7 @@ def set_champion(paths: Paths, version: str, reason: str, previous: str | None) 
 def rollback(paths: Paths) -> dict:
     """Make the champion before the current one champion again; rolling back again goes further
     back, as the promotion history says."""
-    current = read_pointer(paths.champion)
+    current = read_json(paths.champion)
     if current is None or current["previous"] is None:
         raise ModelNotFound("there is no earlier champion to roll back to")
     target = current["previous"]

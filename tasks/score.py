@@ -4,7 +4,6 @@ The prediction table (one row per image file) is a contract; `SCHEMA` is its def
 """
 
 import functools
-import json
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -28,7 +27,7 @@ from tasks.mnist import NUM_CLASSES
 from tasks.modelfiles import model_version
 from tasks.paths import Paths
 from tasks.settings import ScoreSettings
-from tasks.store import atomic_path, file_sha256, write_json
+from tasks.store import atomic_path, file_sha256, read_json, write_json
 
 PROB_COLUMNS = [f"prob_{d}" for d in range(NUM_CLASSES)]
 SCHEMA = pa.schema(
@@ -77,12 +76,6 @@ def _load(path: str, mtime_ns: int, metadata_mtime_ns: int | None) -> ScoringMod
     return ScoringModel(model, model_version(model), found.get("temperature", 1.0),
                         found.get("threshold"), read_json(folder / "calibration" / "reference.json"))
 
-
-def read_json(path: Path):
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def load_scoring_model(path: Path) -> ScoringModel:

@@ -105,6 +105,14 @@ def write_json(path: Path, value: object) -> None:
         tmp.write_text(json.dumps(value, indent=2, sort_keys=True, default=str) + "\n")
 
 
+def read_json(path: Path):
+    """The JSON at `path`, or None if it is missing or not JSON (a pointer not written yet)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def write_bytes(path: Path, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)

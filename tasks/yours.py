@@ -13,15 +13,14 @@ from prefect.cache_policies import NO_CACHE
 from tasks.labels import LabelError, labelled_set, list_spans, prepare_pictures
 from tasks.paths import Paths
 from tasks.records import EvaluationSet, YourDigits
-from tasks.registry import read_pointer
-from tasks.store import cached_step, code_version, content_key
+from tasks.store import cached_step, code_version, content_key, read_json
 
 # Your training pictures are repeated until they are about this share of the rows a model is fit
 # on: 300 labels beside 48,000 MNIST images are 0.6 % of the gradient and barely move the model;
 # at 10 % they teach it a new hand without crowding out MNIST. Every copy but the first is
 # shifted by up to SHIFT pixels, so the copies teach shapes, not 25 identical images (measured
 # with the seed preset, 244 optdigits pictures repeated 25×: other writers 0.939 plain, 0.957
-# shifted; MNIST 0.979 and 0.981; docs/BENCHMARKS.md).
+# shifted; MNIST 0.979 and 0.981; bench/mix.py, docs/BENCHMARKS.md).
 YOURS_SHARE = 0.10
 MAX_REPEAT = 30  # beyond this a small span is memorised rather than learnt
 SHIFT = 2  # pixels, as the tuned and cnn presets' RandomTranslation(0.08) shifts MNIST
@@ -63,8 +62,8 @@ def your_digits(paths: Paths, refresh: bool, log: Callable[[str], None] = print)
 
 def dropped_spans(paths: Paths, yours: YourDigits | None) -> list[str]:
     """Spans the champion was trained on that are gone now: this retrain leaves them out."""
-    champion = read_pointer(paths.champion) or {}
-    metadata = read_pointer(paths.models / str(champion.get("model_version")) / "metadata.json")
+    champion = read_json(paths.champion) or {}
+    metadata = read_json(paths.models / str(champion.get("model_version")) / "metadata.json")
     present = set(yours.spans) if yours else set()
     return [name for name in (metadata or {}).get("spans", []) if name not in present]
 
