@@ -18,8 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tasks.images import preprocess  # noqa: E402
 from tasks.paths import get_paths  # noqa: E402
-from tasks.registry import resolve_model  # noqa: E402
-from tasks.score import load_scoring_model  # noqa: E402
+from tasks.modelfiles import resolve_model  # noqa: E402
+from tasks.inference import load_scoring_model  # noqa: E402
 
 
 def main() -> None:

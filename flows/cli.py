@@ -194,7 +194,7 @@ def train_command(args: argparse.Namespace, early_server: tuple | None) -> dict:
 def score_command(args: argparse.Namespace, early_server: tuple | None) -> dict:
     from flows.score import score_folder
     from tasks.paths import get_paths
-    from tasks.registry import resolve_model
+    from tasks.modelfiles import resolve_model
 
     resolve_model(get_paths(), args.model)  # no model: say so before Prefect starts
     return run_flow(on_cluster(score_folder, args), args, early_server)
@@ -238,14 +238,14 @@ def predict_command(args: argparse.Namespace, _early_server: None) -> None:
     """One line (or JSON object) per file on stdout; unreadable files say why on their line."""
     from tasks.paths import get_paths
     from tasks.predict import describe, predict_images, row_json
-    from tasks.registry import resolve_model
+    from tasks.modelfiles import resolve_model
 
     if not args.files and args.mnist_test is None:
         raise ValueError("name image files, or --mnist-test INDEX")
     paths = get_paths()
     rows, originals, inputs = predict_images(paths, args.files, resolve_model(paths, args.model),
                                              args.mnist_test)
-    for row in rows.itertuples():
+    for row in rows:
         print(row_json(row) if args.json else describe(row))
     if args.show:
         from tasks.plots import png_bytes, prediction_figure

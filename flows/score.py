@@ -12,11 +12,11 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from tasks.files import Files, start_readers
 from tasks.paths import get_paths
 from tasks.progress import progress
-from tasks.registry import resolve_model
+from tasks.modelfiles import resolve_model
 from tasks.report import publish_scoring_report, tag_run
+from tasks.inference import load_scoring_model
 from tasks.score import (
-    check_drift, find_images, load_scoring_model, score_images, scoring_sink, select_unscored,
-    write_predictions)
+    check_drift, find_images, score_images, scoring_sink, select_unscored, write_predictions)
 from tasks.settings import ScoreSettings
 from tasks.store import check_writable, read_json
 

@@ -1,9 +1,13 @@
 """Metrics of predicted probabilities against true labels: loss, accuracy, per-class tables."""
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pandas as pd
 
 from tasks.mnist import NUM_CLASSES
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 CLASSES = list(range(NUM_CLASSES))
 
@@ -16,7 +20,9 @@ def cross_entropy(y: np.ndarray, prob: np.ndarray) -> float:
 
 def evaluation_tables(y: np.ndarray, prob: np.ndarray) -> dict:
     """metrics (accuracy, loss, images) and the per-class, confusion and prediction tables."""
-    # Imported here: a cached run never evaluates, and scikit-learn takes 1.3 s to import.
+    # Imported here: a cached run never evaluates, and scikit-learn takes 1.3 s to import. Pandas
+    # too: scoring reads calibration errors without it (tasks.calibrate, tasks.inference).
+    import pandas as pd
     from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
     pred = prob.argmax(axis=1)
@@ -35,7 +41,7 @@ def evaluation_tables(y: np.ndarray, prob: np.ndarray) -> dict:
             "predictions": predictions}
 
 
-def per_class_rows(per_class: pd.DataFrame) -> list[dict]:
+def per_class_rows(per_class: "pd.DataFrame") -> list[dict]:
     # Plain Python values: JSON for the cache record, and table artifacts reject numpy scalars.
     return [{"digit": int(r.digit), "precision": round(float(r.precision), 4),
              "recall": round(float(r.recall), 4), "f1": round(float(r.f1), 4),

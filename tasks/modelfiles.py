@@ -1,4 +1,4 @@
-"""A model version's files: its content hash, saving it whole, its summary.
+"""A model version's files: its content hash, saving it whole, its summary, finding it.
 
 Scoring, training and sweeps all name and save models through here. Nothing here imports Keras:
 the functions take a model that is already built or loaded.
@@ -10,7 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.store import atomic_path, write_bytes, write_parquet
+from tasks.paths import Paths
+from tasks.store import atomic_path, read_json, write_bytes, write_parquet
+
+
+class ModelNotFound(RuntimeError):
+    pass
 
 
 def model_version(model) -> str:
@@ -52,3 +57,21 @@ def save_model(model, history, folder: Path) -> dict[str, Path]:
     write_bytes(folder / "summary.txt", model_summary(model).encode())
     return {"model": folder / "model.keras", "history": folder / "history.parquet",
             "summary": folder / "summary.txt"}
+
+
+def resolve_model(paths: Paths, model: Path | str | None) -> Path:
+    """A .keras file from a path, a model folder or a version; None: the champion, else latest."""
+    if model is None:
+        pointer = read_json(paths.champion) or read_json(paths.latest_model)
+        if pointer is None:
+            raise ModelNotFound(f"no trained model in {paths.models}: run `digitflow train` first, "
+                                f"or pass --model PATH")
+        model = pointer["model_path"]
+    elif not Path(model).exists() and (paths.models / str(model)).is_dir():
+        model = paths.models / str(model)  # a version, as `digitflow models` lists them
+    model = Path(model)
+    if model.is_dir():
+        model = model / "model.keras"
+    if not model.is_file():
+        raise ModelNotFound(f"model file {model} does not exist")
+    return model

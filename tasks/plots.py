@@ -107,28 +107,28 @@ def plot_training(paths: Paths, trained: TrainedModel, evaluated: Evaluation,
     return plots
 
 
-def prediction_figure(rows: pd.DataFrame, originals: list, inputs: list) -> "Figure":
+def prediction_figure(rows: list[dict], originals: list, inputs: list) -> "Figure":
     """Per image: the picture as given, the 28×28 input the model received, the ten probabilities.
 
     9 × 2.6 inches per image: at DPI 80, 720 × 208 pixels each."""
     fig = new_figure(9, 2.6 * len(rows))
     axes = np.atleast_2d(fig.subplots(len(rows), 3))
-    for (picture, seen, bars), row, original, x in zip(axes, rows.itertuples(), originals, inputs):
+    for (picture, seen, bars), row, original, x in zip(axes, rows, originals, inputs):
         for ax in (picture, seen):
             ax.axis("off")
-        picture.set_title(str(row.path)[-40:], fontsize=9)
+        picture.set_title(str(row["path"])[-40:], fontsize=9)
         if original is not None:
             picture.imshow(original, cmap="gray", vmin=0, vmax=1)  # (the map is for gray only)
         if x is None:
             seen.set_title("not read", fontsize=9)
-            bars.text(0.5, 0.5, str(row.error)[:60], ha="center", va="center", fontsize=8, wrap=True)
+            bars.text(0.5, 0.5, str(row["error"])[:60], ha="center", va="center", fontsize=8, wrap=True)
             bars.axis("off")
             continue
         seen.imshow(x, cmap="gray", vmin=0, vmax=1)
         seen.set_title("model input (28×28)", fontsize=9)
-        probs = [getattr(row, f"prob_{d}") for d in range(10)]
-        bars.bar(range(10), probs, color=["tab:orange" if d == row.label else "tab:blue" for d in range(10)])
-        bars.set(xticks=range(10), ylim=(0, 1), title=f"predicted {row.label} ({row.confidence:.0%})")
+        probs = [row[f"prob_{d}"] for d in range(10)]
+        bars.bar(range(10), probs, color=["tab:orange" if d == row["label"] else "tab:blue" for d in range(10)])
+        bars.set(xticks=range(10), ylim=(0, 1), title=f"predicted {row['label']} ({row['confidence']:.0%})")
     fig.tight_layout()
     return fig
 

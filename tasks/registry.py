@@ -17,16 +17,14 @@ from prefect import get_run_logger, task
 from prefect.events import emit_event
 from prefect.cache_policies import NO_CACHE
 
+from tasks.inference import ensure_light
 from tasks.mnist import FROZEN_TEST_SET
+from tasks.modelfiles import ModelNotFound
 from tasks.paths import Paths
 from tasks.records import Evaluation, GateDecision, MnistCopy, TrainedModel
 from tasks.store import read_json, write_bytes, write_json
 
 LIBRARIES = ("tensorflow-cpu", "tensorflow", "keras", "numpy", "pandas", "scikit-learn", "prefect")
-
-
-class ModelNotFound(RuntimeError):
-    pass
 
 
 def library_versions() -> dict[str, str]:
@@ -73,30 +71,14 @@ def model_metadata(dataset: MnistCopy, trained: TrainedModel, evaluated: dict[st
 
 
 def record_model(paths: Paths, metadata: dict) -> Path:
-    """Write the version's metadata.json and make it the latest model."""
+    """Make the version's light file (if it has none yet), write its metadata.json and make it the
+    latest model: a version that is recorded can be scored without TensorFlow."""
     folder = Path(metadata["model_path"]).parent
+    ensure_light(Path(metadata["model_path"]))
     write_json(folder / "metadata.json", metadata)
     write_json(paths.latest_model, {"model_version": metadata["model_version"],
                                     "model_path": metadata["model_path"]})
     return folder / "metadata.json"
-
-
-def resolve_model(paths: Paths, model: Path | str | None) -> Path:
-    """A .keras file from a path, a model folder or a version; None: the champion, else latest."""
-    if model is None:
-        pointer = read_json(paths.champion) or read_json(paths.latest_model)
-        if pointer is None:
-            raise ModelNotFound(f"no trained model in {paths.models}: run `digitflow train` first, "
-                                f"or pass --model PATH")
-        model = pointer["model_path"]
-    elif not Path(model).exists() and (paths.models / str(model)).is_dir():
-        model = paths.models / str(model)  # a version, as `digitflow models` lists them
-    model = Path(model)
-    if model.is_dir():
-        model = model / "model.keras"
-    if not model.is_file():
-        raise ModelNotFound(f"model file {model} does not exist")
-    return model
 
 
 def list_models(paths: Paths) -> list[dict]:

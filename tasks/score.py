@@ -3,13 +3,11 @@
 The prediction table (one row per image file) is a contract; `SCHEMA` is its definition.
 """
 
-import functools
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-import keras
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -20,16 +18,13 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 
-from tasks.calibrate import calibrated
 from tasks.drift import INPUT_STATISTICS, drift_against, drift_event_payload, input_statistics
 from tasks.files import Files, ImageFile, list_images, read_images
-from tasks.mnist import NUM_CLASSES
-from tasks.modelfiles import model_version
+from tasks.inference import PROB_COLUMNS, ScoringModel, load_scoring_model, top3
 from tasks.paths import Paths
 from tasks.settings import ScoreSettings
-from tasks.store import atomic_path, file_sha256, read_json, write_json
+from tasks.store import atomic_path, file_sha256, write_json
 
-PROB_COLUMNS = [f"prob_{d}" for d in range(NUM_CLASSES)]
 SCHEMA = pa.schema(
     [("path", pa.string()), ("sha256", pa.string()), ("label", pa.int64()),
      ("confidence", pa.float32()), *[(c, pa.float32()) for c in PROB_COLUMNS],
@@ -37,52 +32,6 @@ SCHEMA = pa.schema(
      ("status", pa.string()), ("error", pa.string()), ("model_version", pa.string()),
      ("scored_at", pa.timestamp("us", tz="UTC"))]
 )
-
-
-class ModelFileError(ValueError):
-    """A model file that will not be loaded, and why."""
-
-
-@dataclass(frozen=True)
-class ScoringModel:
-    """A model loaded for scoring, its version, and how its probabilities are read."""
-    model: keras.Model
-    version: str
-    temperature: float = 1.0  # divides the logits (tasks.calibrate); 1: the model's own softmax
-    threshold: float | None = None  # calibrated confidence below this is flagged for review
-    references: dict | None = None  # each test set's statistics at training time (tasks.drift)
-
-    def probabilities(self, inputs: list[np.ndarray]) -> np.ndarray:
-        return calibrated(predict_batches(self.model, inputs), self.temperature)
-
-    def flags(self, confidence: np.ndarray) -> np.ndarray:
-        """Which predictions a person should check; none for a model trained before thresholds."""
-        if self.threshold is None:
-            return np.zeros(len(confidence), dtype=bool)
-        return confidence < self.threshold
-
-
-@functools.lru_cache(maxsize=2)
-def _load(path: str, mtime_ns: int, metadata_mtime_ns: int | None) -> ScoringModel:
-    if not path.endswith(".keras"):
-        raise ModelFileError(f"{path}: only .keras model files are loaded (Keras safe mode)")
-    try:
-        model = keras.saving.load_model(path, compile=False, safe_mode=True)
-    except Exception as exc:  # Keras raises many kinds; all mean the same to the user
-        raise ModelFileError(f"{path}: not a model digitflow can load safely ({exc})") from exc
-    folder = Path(path).parent
-    # What training found beside the model: its calibration and the drift references
-    found = (read_json(folder / "metadata.json") or {}).get("calibration") or {}
-    return ScoringModel(model, model_version(model), found.get("temperature", 1.0),
-                        found.get("threshold"), read_json(folder / "calibration" / "reference.json"))
-
-
-
-def load_scoring_model(path: Path) -> ScoringModel:
-    """The model, its version and calibration, loaded once per process (again if a file changes)."""
-    metadata = path.parent / "metadata.json"
-    return _load(str(path), path.stat().st_mtime_ns,
-                 metadata.stat().st_mtime_ns if metadata.exists() else None)
 
 
 @dataclass(frozen=True)
@@ -104,34 +53,18 @@ def score_files(files: list[ImageFile], model_path: Path) -> pd.DataFrame:
     return score_chunk(files, model_path).frame
 
 
-PREDICT_BATCH = 1024
-
-
-def predict_batches(model: keras.Model, inputs: list[np.ndarray]) -> np.ndarray:
-    """Probabilities, PREDICT_BATCH inputs at a time. Not `model.predict`: the same batches give
-    the same numbers, without the ~70 ms of set-up each `predict` call costs (per chunk)."""
-    if not inputs:
-        return np.empty((0, NUM_CLASSES), dtype=np.float32)
-    x = np.stack(inputs)
-    return np.concatenate([model.predict_on_batch(x[i:i + PREDICT_BATCH])
-                           for i in range(0, len(x), PREDICT_BATCH)])
-
-
 def prediction_frame(files: list[ImageFile], read: list[tuple], scoring: ScoringModel) -> pd.DataFrame:
     """Table rows from (sha256, model input or None, error or None) per file."""
-    probs = scoring.probabilities([x for _, x, _ in read if x is not None])
-    table = np.full((len(files), NUM_CLASSES), np.nan, dtype=np.float32)
-    ok = np.array([x is not None for _, x, _ in read], dtype=bool)
-    table[ok] = probs
-    frame = pd.DataFrame(table, columns=PROB_COLUMNS)
+    said = scoring.predict(read)
+    frame = pd.DataFrame(said.probs, columns=PROB_COLUMNS)
     frame.insert(0, "path", [f.path for f in files])
     frame.insert(1, "sha256", [sha for sha, _, _ in read])
-    frame.insert(2, "label", pd.array(np.nan_to_num(table).argmax(axis=1), dtype="Int64"))
-    frame.loc[~ok, "label"] = pd.NA
-    frame.insert(3, "confidence", table.max(axis=1))  # NaN (stored as null) for error rows
-    frame["review"] = pd.array(scoring.flags(frame["confidence"].to_numpy()), dtype="boolean")
-    frame.loc[~ok, "review"] = pd.NA
-    frame["status"] = np.where(ok, "ok", "error")
+    frame.insert(2, "label", pd.array(said.label, dtype="Int64"))
+    frame.loc[~said.ok, "label"] = pd.NA
+    frame.insert(3, "confidence", said.confidence)  # NaN (stored as null) for error rows
+    frame["review"] = pd.array(said.review, dtype="boolean")
+    frame.loc[~said.ok, "review"] = pd.NA
+    frame["status"] = np.where(said.ok, "ok", "error")
     frame["error"] = [err for _, _, err in read]
     frame["model_version"] = scoring.version
     frame["scored_at"] = pd.Timestamp(datetime.now(timezone.utc))
@@ -172,7 +105,7 @@ def summarize(frame: pd.DataFrame, labels: Path | None) -> dict:
         "mean_confidence": round(float(ok["confidence"].mean()), 4) if len(ok) else None,
         "confidence_bins": {f"{i.left:.2f}–{min(i.right, 1):.2f}": int(n) for i, n in bins.items()},
         "review": [{"path": r.path, "label": int(r.label), "confidence": round(float(r.confidence), 4),
-                    "flagged": bool(r.flagged), "top3": top3(r)} for r in doubtful.itertuples()],
+                    "flagged": bool(r.flagged), "top3": top3([getattr(r, c) for c in PROB_COLUMNS])} for r in doubtful.itertuples()],
     }
     if labels is not None:
         truth = pd.read_csv(labels, dtype={"path": str, "label": "Int64"})
@@ -181,11 +114,6 @@ def summarize(frame: pd.DataFrame, labels: Path | None) -> dict:
         summary["accuracy"] = round(float((joined["label"] == joined["label_true"]).mean()), 4) \
             if len(joined) else None
     return summary
-
-
-def top3(row) -> list[list]:
-    probs = np.array([getattr(row, c) for c in PROB_COLUMNS])
-    return [[int(d), round(float(probs[d]), 4)] for d in np.argsort(probs)[::-1][:3]]
 
 
 def scored_before(dataset: Path, version: str) -> set[str]:

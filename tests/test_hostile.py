@@ -51,7 +51,7 @@ def test_damaged_real_files_never_crash(noise, cut):
 
 
 def test_corrupt_foreign_or_unsafe_model_files_are_refused_clearly(tmp_path):
-    from tasks.score import ModelFileError, load_scoring_model
+    from tasks.inference import ModelFileError, load_scoring_model
 
     junk = tmp_path / "junk.keras"
     junk.write_bytes(b"not a zip archive")

@@ -9,7 +9,8 @@ import pytest
 from tasks.mnist import FROZEN_TEST_SET
 from tasks.paths import Paths
 from tasks.records import Evaluation
-from tasks.registry import ModelNotFound, decide, list_models, promote, resolve_model, rollback
+from tasks.modelfiles import ModelNotFound, resolve_model
+from tasks.registry import decide, list_models, promote, rollback
 
 
 def fake_version(paths: Paths, version: str, accuracy: float, created: str) -> None:

@@ -15,8 +15,8 @@ from PIL import Image
 
 from tasks.models import build_seed
 from tasks.files import list_images
-from tasks.score import (
-    SCHEMA, DatasetSink, load_scoring_model, score_files, summarize, write_table)
+from tasks.inference import load_scoring_model
+from tasks.score import SCHEMA, DatasetSink, score_files, summarize, write_table
 from tasks.modelfiles import model_version
 from support import encode
 

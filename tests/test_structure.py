@@ -10,7 +10,8 @@ from support import REPO
 PACKAGES = ("flows", "tasks")
 # Facts and preparation: what a light process (a reader, a predictor, the CLI's parser) imports.
 LIGHT = ("tasks.settings", "tasks.presets", "tasks.mnist", "tasks.paths", "tasks.images",
-         "tasks.files", "tasks.records", "tasks.modelfiles", "tasks.metrics", "tasks.store")
+         "tasks.files", "tasks.records", "tasks.modelfiles", "tasks.metrics", "tasks.store",
+         "tasks.calibrate", "tasks.inference", "tasks.predict")
 
 
 def imports_of(path: Path) -> set[str]:
