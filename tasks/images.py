@@ -116,8 +116,11 @@ def background(gray: np.ndarray, factor: int = 4) -> np.ndarray:
     h, w = (n // factor * factor for n in gray.shape)
     small = gray[:h, :w].reshape(h // factor, factor, w // factor, factor).min(axis=(1, 3))
     opened = ndimage.grey_opening(small, size=max(4, min(small.shape) // 4))
-    full = np.repeat(np.repeat(opened, factor, axis=0), factor, axis=1)
-    return np.pad(full, ((0, gray.shape[0] - h), (0, gray.shape[1] - w)), mode="edge")
+    # Each small pixel back over its factor × factor block; the few rows and columns the blocks
+    # left over repeat the last ones (one index per axis: cheaper than repeat, repeat and pad)
+    rows = np.minimum(np.arange(gray.shape[0]) // factor, opened.shape[0] - 1)
+    cols = np.minimum(np.arange(gray.shape[1]) // factor, opened.shape[1] - 1)
+    return opened[np.ix_(rows, cols)]
 
 
 def digit_mask(strokes: np.ndarray, peak: float) -> np.ndarray:
@@ -131,7 +134,7 @@ def digit_mask(strokes: np.ndarray, peak: float) -> np.ndarray:
     edge[np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))] = True
     largest = sizes.max()
     keep = (sizes >= 0.1 * largest) & ~(edge[1:] & (sizes < 0.5 * largest))
-    return np.isin(labels, np.flatnonzero(keep) + 1)
+    return np.concatenate([[False], keep])[labels]  # per label whether kept; 0 is the background
 
 
 def thicken(crop: np.ndarray, mask: np.ndarray) -> np.ndarray:

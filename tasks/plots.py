@@ -5,7 +5,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
@@ -14,6 +13,7 @@ from tasks.records import Evaluation, Normalized, StepRecord, TrainedModel
 from tasks.store import cached_step, code_version, content_key, write_bytes
 
 if TYPE_CHECKING:
+    import pandas as pd
     from matplotlib.figure import Figure
 
 DPI = 80  # small PNGs (tens of KB) so the report can embed them in the Prefect UI
@@ -34,7 +34,7 @@ def png_bytes(fig: "Figure", tight: bool = True) -> bytes:
     return buffer.getvalue()
 
 
-def curves_figure(history: pd.DataFrame) -> "Figure":
+def curves_figure(history: "pd.DataFrame") -> "Figure":
     fig = new_figure(10, 4)
     for ax, metric in zip(fig.subplots(1, 2), ("loss", "accuracy")):
         ax.plot(history["epoch"], history[metric], marker=".", label=metric)
@@ -46,7 +46,7 @@ def curves_figure(history: pd.DataFrame) -> "Figure":
     return fig
 
 
-def confusion_figure(confusion: pd.DataFrame) -> "Figure":
+def confusion_figure(confusion: "pd.DataFrame") -> "Figure":
     counts = confusion.drop(columns="true").to_numpy()
     fig = new_figure(6, 5)
     ax = fig.subplots()
@@ -60,7 +60,7 @@ def confusion_figure(confusion: pd.DataFrame) -> "Figure":
     return fig
 
 
-def misclassified_figure(x: np.ndarray, predictions: pd.DataFrame, limit: int = 24) -> "Figure":
+def misclassified_figure(x: np.ndarray, predictions: "pd.DataFrame", limit: int = 24) -> "Figure":
     wrong = predictions[predictions["true"] != predictions["pred"]]
     wrong = wrong.sort_values("confidence", ascending=False).head(limit)
     cols = 8
@@ -83,6 +83,8 @@ def training_plots(paths: Paths, trained: TrainedModel, evaluated: Evaluation,
     out = trained.folder / "plots"
 
     def produce() -> tuple[dict[str, Path], dict]:
+        import pandas as pd  # here: a cached run (which draws nothing) never loads pandas
+
         history = pd.read_parquet(trained.history_path)
         confusion = pd.read_parquet(evaluated.confusion_path)
         predictions = pd.read_parquet(evaluated.predictions_path)
