@@ -155,3 +155,25 @@ def test_a_run_near_any_reference_does_not_alarm():
     assert not report["alarm"] and report["reference"] == "yours" and report["alarming"] == []
     alone = drift_against({"mnist": references["mnist"]}, values, 600)
     assert alone["alarm"] and "confidence" in alone["alarming"]
+
+
+def test_the_demo_scans_stay_quiet_and_other_writers_alarm_on_every_input_statistic(mnist, tmp_path):
+    """Against MNIST's test set as the model sees it: `make run`'s demo folder (the first 300 test
+    digits rendered as scans) must not raise the review queue; 300 digits by other writers must."""
+    from tasks.demo import make_demo_folder, make_other_writers_folder
+    from tasks.drift import INPUT_STATISTICS, compare
+    from tasks.files import list_images, read_image
+
+    x_test, y_test = mnist["x_test"], mnist["y_test"]
+    statistics = make_reference(np.eye(10)[y_test], x_test / 255, THRESHOLD)["statistics"]
+    inputs_only = {"statistics": {n: statistics[n] for n in INPUT_STATISTICS}}
+
+    def scores(folder):
+        x = np.stack([x for _, x, _ in map(read_image, list_images(folder)) if x is not None])
+        return compare(inputs_only, input_statistics(x[:300]), 300)
+
+    make_demo_folder(x_test, y_test, tmp_path / "demo", count=300)
+    make_other_writers_folder(tmp_path / "others")
+    demo, others = scores(tmp_path / "demo"), scores(tmp_path / "others")
+    assert not demo["alarm"], demo["scores"]
+    assert set(others["alarming"]) == set(INPUT_STATISTICS), others["scores"]
