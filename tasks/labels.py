@@ -58,7 +58,7 @@ def digit_counts(labels: Iterable[int]) -> tuple[int, ...]:
     return tuple(counts[d] for d in range(10))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per picture: 100,000 in a large span
 class SpanFile:
     path: str  # relative to the span folder, "/"-separated
     label: int
@@ -132,7 +132,7 @@ class SpanStatus:
     problem: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per picture: 100,000 in a large span
 class _Pick:
     """A picture about to become part of a span."""
     location: Path
@@ -441,7 +441,7 @@ def list_spans(labelled: Path) -> list[SpanStatus]:
     return statuses
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per picture: 100,000 in a large span
 class Copy:
     """One labelled picture file in a span."""
     span: str
@@ -515,7 +515,7 @@ def labelled_set(spans: list[Span]) -> LabelledSet:
                        Fingerprint(keys["train"], keys["test"], names))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per picture: 100,000 in a large span
 class Broken:
     span: str
     path: str
@@ -589,6 +589,7 @@ def prepare_pictures(labelled: LabelledSet, spans_root: Path, out: Path) -> Prep
     `out` is written whole or not at all; a broken file is a row with its reason, not a failure.
     """
     import pyarrow as pa
+    import pyarrow.compute  # noqa: F401 (pa.compute)
     import pyarrow.parquet as pq
 
     if not labelled.pictures:
@@ -605,12 +606,18 @@ def prepare_pictures(labelled: LabelledSet, spans_root: Path, out: Path) -> Prep
             rows.update(split_rows)
             errors.update(split_errors)
         kept = {c.sha256: c for c in labelled.pictures}
-        report = []
+        # Columns, not a dict per row: a row dict costs more than the picture's whole record
+        schema = pa.schema([("span", pa.string()), ("path", pa.string()), ("sha256", pa.string()),
+                            ("label", pa.int64()), ("split", pa.string()), ("status", pa.string()),
+                            ("error", pa.string()), ("row", pa.int64())])
+        report = {name: [] for name in schema.names}
 
         def add(copy: Copy, status: str, error: str | None) -> None:
-            report.append({"span": copy.span, "path": display_name(copy.path), "sha256": copy.sha256,
-                           "label": copy.label, "split": copy.split if copy.sha256 in rows else None,
-                           "status": status, "error": error, "row": rows.get(copy.sha256)})
+            for name, value in (("span", copy.span), ("path", display_name(copy.path)),
+                                ("sha256", copy.sha256), ("label", copy.label),
+                                ("split", copy.split if copy.sha256 in rows else None),
+                                ("status", status), ("error", error), ("row", rows.get(copy.sha256))):
+                report[name].append(value)
 
         for copy in labelled.pictures:
             add(copy, "error" if copy.sha256 in errors else "ok", errors.get(copy.sha256))
@@ -623,25 +630,21 @@ def prepare_pictures(labelled: LabelledSet, spans_root: Path, out: Path) -> Prep
         for conflict in labelled.conflicts:
             for copy in conflict.copies:
                 add(copy, "conflict", str(conflict))
-        report.sort(key=lambda r: (r["span"], r["path"]))
-        broken = tuple(Broken(r["span"], r["path"], r["error"])
-                       for r in report if r["status"] == "error")
+        table = pa.Table.from_pydict(report, schema=schema).sort_by([("span", "ascending"),
+                                                                      ("path", "ascending")])
+        report.clear()  # the table holds it now
+        broken = tuple(Broken(r["span"], r["path"], r["error"]) for r in
+                       table.filter(pa.compute.equal(table["status"], "error")).to_pylist())
         if not rows:
             listed = "\n  ".join(f"{b.span}/{b.path}: {b.error}" for b in broken[:SHOWN])
             raise LabelError(f"no usable picture in spans {', '.join(labelled.spans)}: every picture "
                              f"is broken or in a conflict:\n  {listed}")
-        schema = pa.schema([("span", pa.string()), ("path", pa.string()), ("sha256", pa.string()),
-                            ("label", pa.int64()), ("split", pa.string()), ("status", pa.string()),
-                            ("error", pa.string()), ("row", pa.int64())])
-        pq.write_table(pa.Table.from_pylist(report, schema=schema), building / "pictures.parquet")
-        by_span = defaultdict(list)
-        for r in report:
-            by_span[r["span"]].append(r)
+        pq.write_table(table, building / "pictures.parquet")
         summaries = []
         for name in labelled.spans:
-            status = Counter(r["status"] for r in by_span[name])
-            summaries.append(SpanSummary(name, len(by_span[name]),
-                                         digit_counts(r["label"] for r in by_span[name]),
+            mine = table.filter(pa.compute.equal(table["span"], name))
+            status = Counter(mine["status"].to_pylist())
+            summaries.append(SpanSummary(name, mine.num_rows, digit_counts(mine["label"].to_pylist()),
                                          status["error"], status["duplicate"], status["conflict"]))
         _move_into_place(building, out)
     finally:
