@@ -11,8 +11,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -120,6 +118,10 @@ def scored_before(dataset: Path, version: str) -> set[str]:
     """SHA-256 of every file the model `version` already scored into the dataset."""
     if not any(dataset.rglob("*.parquet")):
         return set()
+    # Imported here: the flow selects, the workers that score never do (pyarrow.dataset: +53 MB)
+    import pyarrow.compute as pc
+    import pyarrow.dataset as pads
+
     table = pads.dataset(dataset, format="parquet", partitioning="hive").to_table(
         columns=["sha256"], filter=pc.field("model_version") == version)
     return set(table.column("sha256").drop_null().to_pylist())
