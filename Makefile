@@ -76,9 +76,11 @@ stop: ## stop the server and worker that `make serve` started
 		kill -9 $$pid 2>/dev/null; rm -f "$$1"; }; \
 		stop .serve/worker.pid; stop .serve/server.pid
 
-bench: install ## measure training, scoring and learning your digits against baselines (~65 min)
+bench: install ## measure training, scoring and learning your digits against baselines (~75 min)
 	$(BIN)/python bench/train.py
+	$(BIN)/python bench/predict.py
 	$(BIN)/python bench/score.py
+	$(BIN)/python bench/dask_worker.py
 	$(BIN)/python bench/presets.py
 	$(BIN)/python bench/adapt.py
 
