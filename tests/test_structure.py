@@ -74,3 +74,13 @@ def test_fact_and_image_modules_load_neither_prefect_nor_tensorflow():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_scoring_and_its_workers_never_load_tensorflow():
+    """A scoring process or Dask worker runs the light runtime (tasks.inference): TensorFlow's
+    seconds and hundreds of MB are for training and evaluation only."""
+    code = ("import sys; import flows.score, flows.review, tasks.score, tasks.report; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'keras'}))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
