@@ -12,7 +12,24 @@ PORT ?= 4200
 HOST ?= 127.0.0.1
 API := http://127.0.0.1:$(PORT)/api
 
-.PHONY: help install run test ui serve stop bench clean
+# `make serve DB=postgres`: the server's database is PostgreSQL, as Prefect advises for a shared
+# server (SQLite, the default, reports "database is locked" under concurrent writers). With
+# DATABASE_URL (postgresql+asyncpg://...) or PREFECT_API_DATABASE_CONNECTION_URL naming one, that
+# one; else a cluster of the project's own in .serve/postgres on PGPORT (Debian's postgresql).
+DB ?= sqlite
+PGPORT ?= 5433
+PGDATA := .serve/postgres
+PGBIN ?= $(lastword $(sort $(wildcard /usr/lib/postgresql/*/bin)))
+# PostgreSQL's tools refuse to run as root (CI, containers): there they run as the postgres user.
+AS_PG := $(if $(filter 0,$(shell id -u)),runuser -u postgres --)
+OWN_PG := $(if $(filter postgres,$(DB)),$(if $(DATABASE_URL)$(PREFECT_API_DATABASE_CONNECTION_URL),,yes))
+ifeq ($(DB),postgres)
+DATABASE_URL ?= postgresql+asyncpg://prefect@127.0.0.1:$(PGPORT)/prefect
+PREFECT_API_DATABASE_CONNECTION_URL ?= $(DATABASE_URL)
+export PREFECT_API_DATABASE_CONNECTION_URL
+endif
+
+.PHONY: help install run test ui serve stop bench clean postgres
 
 help: ## show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -50,11 +67,12 @@ test: install ## run the tests (offline; a throwaway Prefect home)
 ui: install ## serve the Prefect UI at http://127.0.0.1:4200 (PORT=... to change) with the runs of `make run`
 	PREFECT_UI_API_URL=$(API) $(BIN)/prefect server start --host $(HOST) --port $(PORT)
 
-serve: install ## run like a team: server, work pool, deployments, worker in the background
+serve: install ## run like a team: server, work pool, deployments, worker in the background (DB=postgres)
 	@mkdir -p .serve data/inbox
 	@# `server status` would also answer for another server on the port, and we'd deploy to it.
 	@if (: < /dev/tcp/127.0.0.1/$(PORT)) 2>/dev/null; then \
 		echo "make serve: port $(PORT) is in use; choose another with PORT=... (or make stop)" >&2; exit 1; fi
+	$(if $(OWN_PG),@$(MAKE) --no-print-directory postgres)
 	PREFECT_UI_API_URL=$(API) $(BIN)/prefect server start --host $(HOST) --port $(PORT) \
 		> .serve/server.log 2>&1 & echo $$! > .serve/server.pid
 	PREFECT_API_URL=$(API) $(BIN)/prefect server status --wait --timeout 120
@@ -65,16 +83,34 @@ serve: install ## run like a team: server, work pool, deployments, worker in the
 	PREFECT_API_URL=$(API) $(BIN)/prefect worker start --pool digitflow \
 		> .serve/worker.log 2>&1 & echo $$! > .serve/worker.pid
 	@echo "UI http://127.0.0.1:$(PORT) — to use this server: export PREFECT_API_URL=$(API)"
-	@echo "logs in .serve/; make stop ends the server and the worker"
+	@echo "logs in .serve/; make stop ends the server and the worker$(if $(OWN_PG), (and PostgreSQL))"
+
+# The project's own PostgreSQL for `make serve DB=postgres`: made once (initdb), started on the
+# loopback port only, trusting local connections (nothing else can reach it), TCP only.
+postgres:
+	@[ -x "$(PGBIN)/initdb" ] || { echo "make serve DB=postgres: PostgreSQL is not installed" \
+		"(apt-get install postgresql), or name a server: DATABASE_URL=postgresql+asyncpg://..." >&2; exit 1; }
+	@mkdir -p $(PGDATA)
+	@if [ ! -f $(PGDATA)/PG_VERSION ]; then $(if $(AS_PG),chown postgres $(PGDATA);) \
+		$(AS_PG) $(PGBIN)/initdb -D $(PGDATA) -U prefect --auth=trust -E UTF8 --no-locale \
+		> .serve/initdb.log || { echo "make serve: initdb failed (.serve/initdb.log)" >&2; exit 1; }; fi
+	@if (: < /dev/tcp/127.0.0.1/$(PGPORT)) 2>/dev/null; then \
+		echo "make serve: port $(PGPORT) is in use; choose another with PGPORT=... (or make stop)" >&2; exit 1; fi
+	$(AS_PG) $(PGBIN)/pg_ctl -D $(PGDATA) -l $(PGDATA)/server.log -w -s \
+		-o "-p $(PGPORT) -c listen_addresses=127.0.0.1 -c unix_socket_directories=''" start
+	@$(AS_PG) $(PGBIN)/psql -h 127.0.0.1 -p $(PGPORT) -U prefect -d postgres -qtAc \
+		"SELECT 1 FROM pg_database WHERE datname = 'prefect'" | grep -q 1 || \
+		$(AS_PG) $(PGBIN)/createdb -h 127.0.0.1 -p $(PGPORT) -U prefect prefect
 
 # A process worker can take long to exit on SIGTERM; after 10 s it is killed. A zombie counts as
 # stopped: where no init reaps orphans (some containers), it would otherwise look alive.
-stop: ## stop the server and worker that `make serve` started
+stop: ## stop the server, worker (and PostgreSQL) that `make serve` started
 	@running() { kill -0 $$1 2>/dev/null && [[ $$(ps -o stat= -p $$1 2>/dev/null) != Z* ]]; }; \
 		stop() { [ -f "$$1" ] || return 0; pid=$$(cat "$$1"); kill $$pid 2>/dev/null; \
 		for i in $$(seq 10); do running $$pid || break; sleep 1; done; \
 		kill -9 $$pid 2>/dev/null; rm -f "$$1"; }; \
 		stop .serve/worker.pid; stop .serve/server.pid
+	@if [ -f $(PGDATA)/postmaster.pid ]; then $(AS_PG) $(PGBIN)/pg_ctl -D $(PGDATA) -m fast -w -s stop; fi
 
 bench: install ## measure training, scoring and learning your digits against baselines (~75 min)
 	$(BIN)/python bench/train.py

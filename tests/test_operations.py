@@ -270,6 +270,45 @@ def test_make_serve_deploys_and_starts_a_worker_and_make_stop_ends_them(serve_di
     assert not list(serve_dir.glob("*.pid"))
 
 
+def postgres_tools() -> Path:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if not found:
+        if os.environ.get("CI"):
+            pytest.fail("CI must install Debian's postgresql (see .ci/run)")
+        pytest.skip("needs Debian's postgresql: apt-get install postgresql")
+    return found[-1].parent
+
+
+def test_make_serve_db_postgres_keeps_the_server_in_its_own_postgresql(serve_dir, tmp_path):
+    """`make serve DB=postgres`: initdb into .serve/postgres, the server on it, and `make stop`
+    stops PostgreSQL too; a second `make serve` finds what the first one stored."""
+    tools = postgres_tools()
+    port, pg_port = free_port(), free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "home"), "DIGITFLOW_ROOT": str(tmp_path)}
+    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+
+    def stored(sql: str) -> str:
+        return subprocess.run([*as_postgres, tools / "psql", "-h", "127.0.0.1", "-p", str(pg_port),
+                               "-U", "prefect", "-d", "prefect", "-qtAc", sql], capture_output=True,
+                              text=True, check=True).stdout.strip()
+
+    served = make("serve", "DB=postgres", f"PORT={port}", f"PGPORT={pg_port}", env=env)
+    assert served.returncode == 0, served.stdout[-3000:] + served.stderr[-3000:]
+    prefect({**env, "PREFECT_API_URL": api}, "--no-prompt", "deployment", "schedule", "pause", "--all")
+    deployments = "SELECT name FROM deployment ORDER BY name"
+    assert stored(deployments).split() == ["retrain-nightly", "review-queue", "score-inbox"]
+    assert (serve_dir / "postgres" / "PG_VERSION").exists()
+
+    stopped = make("stop", env=env)
+    assert stopped.returncode == 0, stopped.stderr
+    assert not answers(pg_port) and not answers(port)
+    assert not (serve_dir / "postgres" / "postmaster.pid").exists()
+    # Started again, the cluster still holds what the server stored
+    assert make("postgres", f"PGPORT={pg_port}", env=env).returncode == 0
+    assert stored(deployments).split() == ["retrain-nightly", "review-queue", "score-inbox"]
+
+
 def test_make_serve_refuses_a_port_another_server_answers_on(serve_dir, prefect_server):
     port = prefect_server["url"].rsplit(":", 1)[1]
     served = make("serve", f"PORT={port}")
