@@ -3,11 +3,11 @@
 `predict`, `score`, the review gallery and Dask workers load models through here and never import
 TensorFlow (seconds and hundreds of MB per process); training and evaluation keep Keras. The
 `.keras` file stays the source of truth and names the version. Its ONNX copy is made when the
-model is saved, or once on first use for a model saved before, and is used only while the
-SHA-256 of both files are as recorded at export: anything else is rebuilt, never run.
+version is recorded (tasks.registry), or once on first use for a version made before, and is used
+only while the SHA-256 of both files are as recorded at export: anything else is rebuilt, not run.
 
 Why ONNX and onnxruntime, not LiteRT (`bench/runtimes.py`, docs/BENCHMARKS.md): both answered
-within 3e-7 of Keras and start in a fraction of a second. LiteRT started ~0.1 s faster and
+within 1e-6 of Keras and start in a fraction of a second. LiteRT started 0.1–0.2 s faster and
 ~20 MB smaller, but its interpreter may not be shared between threads (scoring predicts from
 several), needs a resize and allocation per batch size, and prints an INFO line on stderr per
 interpreter; an onnxruntime session is thread-safe and takes any batch. Both fit the targets.
@@ -28,7 +28,7 @@ from tasks.store import atomic_path, file_sha256, read_json, write_json
 LIGHT_FILE = "model.onnx"
 RECORD_FILE = "model.onnx.json"  # what the light file was made from, and how closely it agreed
 MAX_DIFFERENCE = 1e-5  # a light file further than this from Keras on the probe is refused
-PROBE_SEED = 0  # the probe batch: fixed pictures of noise and strokes, the same every export
+PROBE_SEED = 0  # the probe batch: the same pictures of noise at every export
 PREDICT_BATCH = 1024
 PROB_COLUMNS = [f"prob_{d}" for d in range(NUM_CLASSES)]  # the prediction table's, and predict's
 
