@@ -10,7 +10,6 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from flows import server
 from tasks.presets import PRESETS
 from tasks.settings import ScoreSettings, SweepSettings, TrainSettings
 
@@ -181,6 +180,8 @@ def run_flow(flow, args: argparse.Namespace, early_server: tuple | None) -> dict
     # Paths as typed, from the shell's folder (a flow takes relative ones from the digitflow root)
     parameters = {name: Path.cwd() / value if isinstance(value, Path) else value
                   for name, value in vars(args).items() if name in declared}
+    from flows import server
+
     with server.prefect_api(early_server):  # after the imports, which ran while it booted
         return flow(**parameters)
 
@@ -334,7 +335,12 @@ def main(argv: list[str] | None = None) -> int:
     # on Dask, Prefect's own start-up is kept (see on_cluster).
     flow_command = args.command in ("train", "score", "sweep")
     on_dask = bool(args.workers or args.dask_address)
-    early = server.start() if flow_command and not on_dask else None
+    if flow_command and not on_dask:
+        from flows import server  # only here: `predict` answers without it
+
+        early = server.start()
+    else:
+        early = None
     if args.command == "score" and not on_dask:
         from tasks.files import start_readers
 
