@@ -12,7 +12,6 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from scipy import ndimage
 
-EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
 WORKING_SIZE = 160  # pictures are reduced to this before looking for the digit (20 px)
 BOX, CANVAS = 20, 28  # MNIST: the digit fits a 20×20 box centred in 28×28
 MIN_CONTRAST = 0.12  # below this the page is taken as blank

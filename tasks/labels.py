@@ -23,8 +23,8 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from tasks.files import ImageFile, display_name, list_images, read_images
-from tasks.images import CANVAS, EXTENSIONS
+from tasks.files import EXTENSIONS, ImageFile, display_name, list_images, read_images
+from tasks.mnist import IMAGE_SHAPE
 from tasks.store import TICK_NS, content_key, file_sha256, stamp, write_json
 
 MANIFEST = "span.json"
@@ -548,7 +548,7 @@ def _write_split(pictures: tuple[Copy, ...], spans_root: Path, folder: Path,
     # memory, and the pages written are unmapped after each chunk (a map held open keeps every
     # written page in the process's resident memory: +215 MiB at 100,000 pictures, measured).
     np.lib.format.open_memmap(x_path, mode="w+", dtype=np.float32,
-                              shape=(len(pictures), CANVAS, CANVAS)).flush()
+                              shape=(len(pictures), *IMAGE_SHAPE)).flush()
     rows, errors, digits = {}, {}, []
     for start in range(0, len(pictures), CHUNK):
         chunk = pictures[start:start + CHUNK]
@@ -571,7 +571,7 @@ def _write_split(pictures: tuple[Copy, ...], spans_root: Path, folder: Path,
     if len(digits) < len(pictures):  # broken files left rows unused at the end: drop them
         full = np.load(x_path, mmap_mode="r")
         trimmed = np.lib.format.open_memmap(folder / f".x_{split}.trim.npy", mode="w+",
-                                            dtype=np.float32, shape=(len(digits), CANVAS, CANVAS))
+                                            dtype=np.float32, shape=(len(digits), *IMAGE_SHAPE))
         for start in range(0, len(digits), CHUNK):
             end = min(start + CHUNK, len(digits))
             trimmed[start:end] = full[start:end]
