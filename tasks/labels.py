@@ -589,7 +589,7 @@ def prepare_pictures(labelled: LabelledSet, spans_root: Path, out: Path) -> Prep
     `out` is written whole or not at all; a broken file is a row with its reason, not a failure.
     """
     import pyarrow as pa
-    import pyarrow.compute  # noqa: F401 (pa.compute)
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     if not labelled.pictures:
@@ -634,7 +634,7 @@ def prepare_pictures(labelled: LabelledSet, spans_root: Path, out: Path) -> Prep
                                                                       ("path", "ascending")])
         report.clear()  # the table holds it now
         broken = tuple(Broken(r["span"], r["path"], r["error"]) for r in
-                       table.filter(pa.compute.equal(table["status"], "error")).to_pylist())
+                       table.filter(pc.equal(table["status"], "error")).to_pylist())
         if not rows:
             listed = "\n  ".join(f"{b.span}/{b.path}: {b.error}" for b in broken[:SHOWN])
             raise LabelError(f"no usable picture in spans {', '.join(labelled.spans)}: every picture "
@@ -642,7 +642,7 @@ def prepare_pictures(labelled: LabelledSet, spans_root: Path, out: Path) -> Prep
         pq.write_table(table, building / "pictures.parquet")
         summaries = []
         for name in labelled.spans:
-            mine = table.filter(pa.compute.equal(table["span"], name))
+            mine = table.filter(pc.equal(table["span"], name))
             status = Counter(mine["status"].to_pylist())
             summaries.append(SpanSummary(name, mine.num_rows, digit_counts(mine["label"].to_pylist()),
                                          status["error"], status["duplicate"], status["conflict"]))
