@@ -12,6 +12,9 @@ PORT ?= 4200
 HOST ?= 127.0.0.1
 API := http://127.0.0.1:$(PORT)/api
 
+# Prefect's database vacuum deletes flow runs (with their logs and artifacts) that ended more than
+# RETENTION_DAYS ago, and old events; 90 days is Prefect's own default retention.
+RETENTION_DAYS ?= 90
 # `make serve DB=postgres`: the server's database is PostgreSQL, as Prefect advises for a shared
 # server (SQLite, the default, reports "database is locked" under concurrent writers). With
 # DATABASE_URL (postgresql+asyncpg://...) or PREFECT_API_DATABASE_CONNECTION_URL naming one, that
@@ -73,7 +76,9 @@ serve: install ## run like a team: server, work pool, deployments, worker in the
 	@if (: < /dev/tcp/127.0.0.1/$(PORT)) 2>/dev/null; then \
 		echo "make serve: port $(PORT) is in use; choose another with PORT=... (or make stop)" >&2; exit 1; fi
 	$(if $(OWN_PG),@$(MAKE) --no-print-directory postgres)
-	PREFECT_UI_API_URL=$(API) $(BIN)/prefect server start --host $(HOST) --port $(PORT) \
+	PREFECT_UI_API_URL=$(API) PREFECT_SERVER_SERVICES_DB_VACUUM_ENABLED=events,flow_runs \
+		PREFECT_SERVER_SERVICES_DB_VACUUM_RETENTION_PERIOD=$$(( $(RETENTION_DAYS) * 86400 )) \
+		$(BIN)/prefect server start --host $(HOST) --port $(PORT) \
 		> .serve/server.log 2>&1 & echo $$! > .serve/server.pid
 	PREFECT_API_URL=$(API) $(BIN)/prefect server status --wait --timeout 120
 	@kill -0 $$(cat .serve/server.pid) 2>/dev/null || { \

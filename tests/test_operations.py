@@ -263,6 +263,10 @@ def test_make_serve_deploys_and_starts_a_worker_and_make_stop_ends_them(serve_di
     assert "review-digits/review-queue" in listed
     pids = [int((serve_dir / f"{name}.pid").read_text()) for name in ("server", "worker")]
     assert all(running(pid) for pid in pids) and first_worker(api, "digitflow")
+    # Housekeeping: the server deletes flow runs that ended more than 90 days ago, and old events
+    server_env = Path(f"/proc/{pids[0]}/environ").read_bytes().split(b"\0")
+    assert b"PREFECT_SERVER_SERVICES_DB_VACUUM_ENABLED=events,flow_runs" in server_env
+    assert f"PREFECT_SERVER_SERVICES_DB_VACUUM_RETENTION_PERIOD={90 * 86400}".encode() in server_env
 
     stopped = make("stop", env=env)
     assert stopped.returncode == 0, stopped.stderr
