@@ -11,7 +11,6 @@ comparison, one that also imports Keras, as every worker did before #14. Target:
 """
 
 import argparse
-import io
 import os
 import socket
 import subprocess
@@ -20,13 +19,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from common import BIN, REPO, bench_root, digitflow_env, prefect_server, run
+from score import png_folder  # the PNG folders bench/score.py scores
 
 sys.path.insert(0, str(REPO))
 from tasks.demo import make_demo_folder  # noqa: E402
-from tasks.store import write_bytes  # noqa: E402
 
 TARGET_MB = 300
 
@@ -50,10 +48,7 @@ def main() -> None:
     root = bench_root()
     with np.load(REPO / "data" / "raw" / "mnist.npz") as npz:
         x, y = npz["x_test"], npz["y_test"]
-    for i in range(args.images):
-        out = io.BytesIO()
-        Image.fromarray(x[i % len(x)]).save(out, "PNG")
-        write_bytes(root / "pngs" / f"{i // 1000:03d}" / f"{i:06d}.png", out.getvalue())
+    png_folder(root / "pngs", x, args.images)
     make_demo_folder(x, y, root / "scans", count=args.scans, bad_files=False)
 
     with prefect_server(root) as api:
