@@ -32,6 +32,10 @@ PREFECT_API_DATABASE_CONNECTION_URL ?= $(DATABASE_URL)
 export PREFECT_API_DATABASE_CONNECTION_URL
 endif
 
+# A shell line that stops when something already answers on the port the variable $(1) names.
+refuse_used = if (: < /dev/tcp/127.0.0.1/$($(1))) 2>/dev/null; then echo "make serve: port \
+	$($(1)) is in use; choose another with $(1)=... (or make stop)" >&2; exit 1; fi
+
 .PHONY: help install run test ui serve stop bench clean postgres
 
 help: ## show this help
@@ -73,8 +77,7 @@ ui: install ## serve the Prefect UI at http://127.0.0.1:4200 (PORT=... to change
 serve: install ## run like a team: server, work pool, deployments, worker in the background (DB=postgres)
 	@mkdir -p .serve data/inbox
 	@# `server status` would also answer for another server on the port, and we'd deploy to it.
-	@if (: < /dev/tcp/127.0.0.1/$(PORT)) 2>/dev/null; then \
-		echo "make serve: port $(PORT) is in use; choose another with PORT=... (or make stop)" >&2; exit 1; fi
+	@$(call refuse_used,PORT)
 	$(if $(OWN_PG),@$(MAKE) --no-print-directory postgres)
 	PREFECT_UI_API_URL=$(API) PREFECT_SERVER_SERVICES_DB_VACUUM_ENABLED=events,flow_runs \
 		PREFECT_SERVER_SERVICES_DB_VACUUM_RETENTION_PERIOD=$$(( $(RETENTION_DAYS) * 86400 )) \
@@ -99,8 +102,7 @@ postgres:
 	@if [ ! -f $(PGDATA)/PG_VERSION ]; then $(if $(AS_PG),chown postgres $(PGDATA);) \
 		$(AS_PG) $(PGBIN)/initdb -D $(PGDATA) -U prefect --auth=trust -E UTF8 --no-locale \
 		> .serve/initdb.log || { echo "make serve: initdb failed (.serve/initdb.log)" >&2; exit 1; }; fi
-	@if (: < /dev/tcp/127.0.0.1/$(PGPORT)) 2>/dev/null; then \
-		echo "make serve: port $(PGPORT) is in use; choose another with PGPORT=... (or make stop)" >&2; exit 1; fi
+	@$(call refuse_used,PGPORT)
 	$(AS_PG) $(PGBIN)/pg_ctl -D $(PGDATA) -l $(PGDATA)/server.log -w -s \
 		-o "-p $(PGPORT) -c listen_addresses=127.0.0.1 -c unix_socket_directories=''" start
 	@$(AS_PG) $(PGBIN)/psql -h 127.0.0.1 -p $(PGPORT) -U prefect -d postgres -qtAc \
