@@ -10,11 +10,11 @@ from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from tasks.files import Files, start_readers
+from tasks.inference import load_scoring_model
+from tasks.modelfiles import resolve_model
 from tasks.paths import get_paths
 from tasks.progress import progress
-from tasks.modelfiles import resolve_model
 from tasks.report import publish_scoring_report, tag_run
-from tasks.inference import load_scoring_model
 from tasks.score import (
     check_drift, find_images, score_images, scoring_sink, select_unscored, write_predictions)
 from tasks.settings import ScoreSettings
