@@ -64,7 +64,8 @@ MIN_IMAGES = 200
 # other writers write every digit, and scored 0.05–0.12 there. The input statistics alarm at
 # 0.5: they move with the writers as much as with the pen. `make run`'s demo folder (the first
 # 300 test digits as scans) scored 0.35 on ink and its first 500 0.26, where the same digits
-# as arrays scored 0.11 and 0.09 (the test set's first digits are not its average writer), and
+# as arrays scored 0.11 and 0.09 (the test set's first digits are not its average writer;
+# measured as tests/test_drift.py's last test does, against x_test / 255's reference), and
 # a scan reads back with 7 % less ink than its array; other writers scored at least 1.1 on each.
 THRESHOLDS = {"predicted_digit": 0.25, "confidence": 0.25, "review_rate": 0.1,
               "ink": 0.5, "stroke_width": 0.5, "spread_aspect": 0.5}
