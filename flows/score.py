@@ -9,7 +9,7 @@ from prefect.futures import as_completed
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from tasks.files import Files, start_readers
+from tasks.files import PARALLEL_FROM, Files, start_readers
 from tasks.inference import load_scoring_model
 from tasks.modelfiles import resolve_model
 from tasks.paths import get_paths
@@ -54,11 +54,12 @@ def score_folder(
     sink = scoring_sink(paths, settings)
     check_writable(sink.folder)  # before the work, not after
 
-    # Load: the reader processes start while the model loads and the folder is listed
-    start_readers()
+    # Load: the reader processes start while the model loads (a small folder is read in-process)
+    found = find_images(folder=settings.folder)
+    if len(found) >= PARALLEL_FROM:
+        start_readers()
     model_path = resolve_model(paths, settings.model)
     version = load_scoring_model(model_path).version
-    found = find_images(folder=settings.folder)
     files = select_unscored(files=Files(found), sink=sink, version=version)
     # Score: a few thousand images per task, never one task per image
     starts = range(0, len(files), settings.chunk_size)

@@ -10,6 +10,7 @@ import hashlib
 import importlib
 import multiprocessing
 import os
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,14 +47,18 @@ def display_name(relative: str) -> str:
 
 def list_images(folder: Path) -> list[ImageFile]:
     """Every image file under `folder`, recursively, by extension in any case; sorted by path."""
+    return sorted(iter_images(folder), key=lambda f: f.path)
+
+
+def iter_images(folder: Path) -> Iterator[ImageFile]:
+    """list_images in the order the folders are walked, one at a time."""
     if not folder.is_dir():
         raise NotADirectoryError(f"{folder} is not a folder of images")
     root = folder.resolve()
     prefix = os.path.join(folder, "")  # every location os.walk gives starts with it
-    found = []
 
-    def add(location: str, problem: str | None) -> None:
-        found.append(ImageFile(display_name(location[len(prefix):]), location, problem))
+    def image(location: str, problem: str | None) -> ImageFile:
+        return ImageFile(display_name(location[len(prefix):]), location, problem)
 
     for dirpath, dirnames, filenames in os.walk(folder):
         for name in list(dirnames):
@@ -61,14 +66,13 @@ def list_images(folder: Path) -> list[ImageFile]:
             if os.path.islink(location):
                 dirnames.remove(name)  # never descended: no loops, no escapes
                 if not Path(location).resolve().is_relative_to(root):
-                    add(location, OUTSIDE_LINK)
+                    yield image(location, OUTSIDE_LINK)
         for name in filenames:
             location = os.path.join(dirpath, name)
             if os.path.splitext(name)[1].lower() not in EXTENSIONS:
                 continue
             outside = os.path.islink(location) and not Path(location).resolve().is_relative_to(root)
-            add(location, OUTSIDE_LINK if outside else None)
-    return sorted(found, key=lambda f: f.path)
+            yield image(location, OUTSIDE_LINK if outside else None)
 
 
 def read_image(file: ImageFile) -> tuple[str | None, np.ndarray | None, str | None]:

@@ -8,6 +8,7 @@ picture between the user's test set and training.
 """
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -16,18 +17,22 @@ import shutil
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
-from tasks.files import EXTENSIONS, ImageFile, display_name, list_images, read_images
+from tasks.files import EXTENSIONS, ImageFile, display_name, iter_images, list_images, read_images
 from tasks.mnist import IMAGE_SHAPE
-from tasks.store import TICK_NS, content_key, file_sha256, stamp, write_json
+from tasks.store import TICK_NS, atomic_path, content_key, file_sha256, stamp, write_json
 
 MANIFEST = "span.json"
+FILES = "files.parquet"  # the span's file records, beside span.json (older spans: inside it)
 LABELS_CSV = "labels.csv"
 DIGITS = tuple(str(d) for d in range(10))
 SPLITS = ("train", "test")
@@ -58,13 +63,46 @@ def digit_counts(labels: Iterable[int]) -> tuple[int, ...]:
     return tuple(counts[d] for d in range(10))
 
 
-@dataclass(frozen=True, slots=True)  # one per picture: 100,000 in a large span
+def column_counts(labels: pa.ChunkedArray) -> tuple[int, ...]:
+    """digit_counts of a label column, without a Python object per row."""
+    return tuple(int(n) for n in np.bincount(labels.to_numpy(), minlength=10)[:10])
+
+
+@dataclass(frozen=True)
 class SpanFile:
     path: str  # relative to the span folder, "/"-separated
     label: int
     sha256: str
     size: int
-    stamp: tuple[int, ...] | None = None  # tasks.store.stamp when hashed: while equal, not rehashed
+    stamp: list[int] | None = None  # tasks.store.stamp when hashed: while equal, not rehashed
+
+
+FILE_SCHEMA = pa.schema([("path", pa.string()), ("label", pa.int64()), ("sha256", pa.string()),
+                         ("size", pa.int64()), ("stamp", pa.list_(pa.int64()))])
+
+
+class Rows:
+    """Records held as Arrow columns, not a Python object each: taking in a span of 100,000
+    pictures peaked at 336 MiB this way, at 377 MiB with the records as objects (same span and
+    process, docs/BENCHMARKS.md). Iterating yields them as `kind`, a chunk of objects at a time."""
+
+    def __init__(self, table: pa.Table, kind: type):
+        self.table, self.kind = table, kind
+
+    def __len__(self) -> int:
+        return self.table.num_rows
+
+    def __iter__(self) -> Iterator:
+        names = [f.name for f in fields(self.kind)]
+        for start in range(0, len(self), CHUNK):
+            for row in self.table.slice(start, CHUNK).select(names).to_pylist():
+                yield self.kind(**row)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Rows) and self.kind is other.kind and self.table.equals(other.table)
+
+    def column(self, name: str) -> list:
+        return self.table[name].to_pylist()
 
 
 @dataclass(frozen=True)
@@ -90,37 +128,45 @@ class Span:
     folder: Path
     created_at: str  # UTC, ISO 8601
     layout: str  # "digits" (a folder per digit) or "csv" (pictures plus labels.csv)
-    files: tuple[SpanFile, ...]
+    files: Rows  # of SpanFile, FILE_SCHEMA; written to files.parquet
     skipped: int = 0  # pictures or CSV rows without a label: left out
     unlabelled: tuple[str, ...] = ()  # pictures present but without a label (hand-made spans)
     labels_csv: str | None = None  # SHA-256 of labels.csv, which must not change either
 
     @property
     def counts(self) -> tuple[int, ...]:
-        return digit_counts(f.label for f in self.files)
+        return column_counts(self.files.table["label"])
 
     def summary(self) -> SpanSummary:
         return SpanSummary(self.name, len(self.files), self.counts)
 
-    def to_json(self) -> dict:
-        return {"name": self.name, "created_at": self.created_at, "layout": self.layout,
-                "skipped": self.skipped, "unlabelled": list(self.unlabelled),
-                "labels_csv": self.labels_csv,
-                "files": [{"path": f.path, "label": f.label, "sha256": f.sha256, "size": f.size,
-                           "stamp": list(f.stamp) if f.stamp else None} for f in self.files]}
+    def write(self, folder: Path) -> None:
+        """files.parquet, then span.json: a span has been taken in once its span.json is there."""
+        with atomic_path(folder / FILES) as tmp:
+            pq.write_table(self.files.table, tmp)
+        write_json(folder / MANIFEST, {
+            "name": self.name, "created_at": self.created_at, "layout": self.layout,
+            "skipped": self.skipped, "unlabelled": list(self.unlabelled),
+            "labels_csv": self.labels_csv, "files": FILES})
 
     @classmethod
-    def from_json(cls, record: dict, folder: Path) -> "Span":
-        files = tuple(SpanFile(str(f["path"]), int(f["label"]), str(f["sha256"]), int(f["size"]),
-                               tuple(f["stamp"]) if f.get("stamp") else None)
-                      for f in record["files"])
-        if record["layout"] not in ("digits", "csv") or any(f.label not in range(10) for f in files):
+    def read(cls, folder: Path) -> "Span":
+        record = json.loads((folder / MANIFEST).read_text())
+        if record["files"] == FILES:
+            table = pq.read_table(folder / FILES).select(FILE_SCHEMA.names).cast(FILE_SCHEMA)
+        else:  # spans made before files.parquet: a list of records in span.json
+            table = pa.Table.from_pylist(record["files"], schema=FILE_SCHEMA)
+        labels = table["label"]
+        if record["layout"] not in ("digits", "csv") or pc.any(pc.invert(
+                pc.is_in(labels, value_set=pa.array(range(10))))).as_py():
             raise ValueError("unknown layout or a label outside 0..9")
-        if record["layout"] == "digits" and any(f.path.split("/")[0] != str(f.label) for f in files):
-            raise ValueError("a label that is not its digit folder")
-        return cls(str(record["name"]), folder, str(record["created_at"]), record["layout"], files,
-                   int(record.get("skipped", 0)), tuple(record.get("unlabelled", ())),
-                   record.get("labels_csv"))
+        if record["layout"] == "digits":
+            folders = pc.list_element(pc.split_pattern(table["path"], "/", max_splits=1), 0)
+            if not pc.all(pc.equal(folders, pc.cast(labels, pa.string()))).as_py():
+                raise ValueError("a label that is not its digit folder")
+        return cls(str(record["name"]), folder, str(record["created_at"]), record["layout"],
+                   Rows(table, SpanFile), int(record.get("skipped", 0)),
+                   tuple(record.get("unlabelled", ())), record.get("labels_csv"))
 
 
 @dataclass(frozen=True)
@@ -222,21 +268,24 @@ def read_labels_csv(labels: Path, folder: Path) -> tuple[list[_Pick], list[str]]
     return list(picks.values()), unlabelled
 
 
-def _record_files(folder: Path, entries: list[tuple[str, int]]) -> tuple[SpanFile, ...]:
+def _record_files(folder: Path, entries: list[tuple[str, int]]) -> Rows:
     """Hash each (path, label) under `folder` and note its stamp, so take_in can skip rehashing."""
-    locations = [folder / path for path, _ in entries]
-    newest = max((p.stat().st_mtime_ns for p in locations), default=0)
+    newest = max(((folder / path).stat().st_mtime_ns for path, _ in entries), default=0)
     # As tasks.store.write_manifest: a stamp taken this long after the newest write cannot match
     # any later write.
     time.sleep(max(0, newest + TICK_NS - time.time_ns()) / 1e9)
-    files = []
-    for (path, label), location in zip(entries, locations):
-        before = stamp(location)
-        sha = file_sha256(location)
-        settled = before is not None and before == stamp(location)  # not written while hashed
-        files.append(SpanFile(path, label, sha, location.stat().st_size,
-                              tuple(before) if settled else None))
-    return tuple(files)
+    chunks = []
+    for start in range(0, len(entries), CHUNK):
+        records = []
+        for path, label in entries[start:start + CHUNK]:
+            location = folder / path
+            before = stamp(location)
+            sha = file_sha256(location)
+            settled = before is not None and before == stamp(location)  # not written while hashed
+            records.append({"path": path, "label": label, "sha256": sha,
+                            "size": location.stat().st_size, "stamp": before if settled else None})
+        chunks.append(pa.Table.from_pylist(records, schema=FILE_SCHEMA))
+    return Rows(pa.concat_tables(chunks) if chunks else FILE_SCHEMA.empty_table(), SpanFile)
 
 
 def _refuse_conflicts(picks: list[_Pick], hashes: list[str],
@@ -296,8 +345,11 @@ def make_span(labelled: Path, source: Path, *, labels: Path | None = None,
     hashes = [file_sha256(p.location) for p in picks]
     taken = defaultdict(list)
     for status in list_spans(labelled):
-        for f in status.span.files if status.span else ():
-            taken[f.sha256].append((f"{f.path} in span {status.name}", f.label))
+        if status.span:
+            files = status.span.files.table
+            same = files.filter(pc.is_in(files["sha256"], value_set=pa.array(hashes)))
+            for f in Rows(same, SpanFile):
+                taken[f.sha256].append((f"{f.path} in span {status.name}", f.label))
     _refuse_conflicts(picks, hashes, taken)
     return _build_span(labelled, name, layout, picks, hashes, skipped)
 
@@ -315,7 +367,7 @@ def _build_span(labelled: Path, name: str, layout: str, picks: list[_Pick], hash
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(pick.location, target)
         files = _record_files(building, [(p.path, p.label) for p in picks])
-        moved = [p.where for p, f, sha in zip(picks, files, hashes) if f.sha256 != sha]
+        moved = [p.where for p, now, sha in zip(picks, files.column("sha256"), hashes) if now != sha]
         if moved:
             raise LabelError(f"{_shown(moved)} changed while being copied; run `digitflow label` "
                              "again when nothing is writing to them")
@@ -324,11 +376,11 @@ def _build_span(labelled: Path, name: str, layout: str, picks: list[_Pick], hash
             with open(building / LABELS_CSV, "w", newline="") as out:
                 writer = csv.writer(out, lineterminator="\n")
                 writer.writerow(["path", "label"])
-                writer.writerows(sorted((f.path, f.label) for f in files))
+                writer.writerows(sorted(zip(files.column("path"), files.column("label"))))
             labels_sha = file_sha256(building / LABELS_CSV)
         span = Span(name, labelled / name, datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     layout, files, skipped, (), labels_sha)
-        write_json(building / MANIFEST, span.to_json())
+        span.write(building)
         try:
             os.rename(building, labelled / name)
         except OSError as exc:
@@ -349,8 +401,8 @@ def take_in(folder: Path) -> Span:
     if not (folder / MANIFEST).exists():
         return _take_in_by_hand(folder)
     try:
-        span = Span.from_json(json.loads((folder / MANIFEST).read_text()), folder)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        span = Span.read(folder)
+    except (OSError, ValueError, KeyError, TypeError, pa.ArrowException) as exc:
         raise LabelError(f"span {folder.name}: its {MANIFEST} cannot be read ({exc}); restore it "
                          "from where the span came from") from exc
     if span.name != folder.name:
@@ -366,7 +418,7 @@ def _check_unchanged(span: Span) -> None:
         location = span.folder / f.path
         try:
             now = stamp(location)
-            if f.stamp is not None and now is not None and tuple(now) == f.stamp:
+            if f.stamp is not None and now == f.stamp:
                 continue  # untouched since it was hashed
             if location.stat().st_size != f.size or file_sha256(location) != f.sha256:
                 modified.append(f.path)
@@ -374,8 +426,13 @@ def _check_unchanged(span: Span) -> None:
             missing.append(f.path)
         except OSError:
             modified.append(f.path)  # unreadable now: not what was taken in
-    known = {f.path for f in span.files} | set(span.unlabelled)
-    added = [p for p in (_relative(f, span.folder) for f in list_images(span.folder)) if p not in known]
+    added = []
+    expected = len(span.files) + len(span.unlabelled)
+    # Counted first, compared by name only when something is off: no set of 100,000 names.
+    if missing or sum(1 for _ in iter_images(span.folder)) != expected:
+        known = set(span.files.column("path")) | set(span.unlabelled)
+        added = sorted(p for p in (_relative(f, span.folder) for f in iter_images(span.folder))
+                       if p not in known)
     changes = [f"{what}: {_shown(paths)}" for what, paths in
                (("modified", modified), ("missing", missing), ("added", added)) if paths]
     csv_file = span.folder / LABELS_CSV
@@ -420,7 +477,7 @@ def _take_in_by_hand(folder: Path) -> Span:
                          f"0..9, or pictures and a {LABELS_CSV} with path,label")
     span = Span(name, folder, datetime.now(timezone.utc).isoformat(timespec="seconds"), layout,
                 _record_files(folder, entries), len(unlabelled), unlabelled, labels_sha)
-    write_json(folder / MANIFEST, span.to_json())
+    span.write(folder)
     return span
 
 
@@ -441,7 +498,7 @@ def list_spans(labelled: Path) -> list[SpanStatus]:
     return statuses
 
 
-@dataclass(frozen=True, slots=True)  # one per picture: 100,000 in a large span
+@dataclass(frozen=True)
 class Copy:
     """One labelled picture file in a span."""
     span: str
@@ -456,6 +513,10 @@ class Copy:
     @property
     def split(self) -> str:
         return split_of(self.sha256)
+
+
+COPY_SCHEMA = pa.schema([("span", pa.string()), ("path", pa.string()), ("sha256", pa.string()),
+                         ("label", pa.int64())])
 
 
 @dataclass(frozen=True)
@@ -484,34 +545,58 @@ class Fingerprint:
 
 @dataclass(frozen=True)
 class LabelledSet:
-    pictures: tuple[Copy, ...]  # kept, one per content, sorted by sha256
-    duplicates: tuple[Copy, ...]  # more copies of a kept picture, with its label: counted once
+    pictures: Rows  # of Copy: kept, one per content, sorted by sha256; with a split column
+    duplicates: Rows  # of Copy: more copies of a kept picture, with its label: counted once
     conflicts: tuple[Conflict, ...]
     spans: tuple[str, ...]
     fingerprint: Fingerprint
 
-    def split(self, name: str) -> tuple[Copy, ...]:
-        return tuple(c for c in self.pictures if c.split == name)
+    def split(self, name: str) -> Rows:
+        table = self.pictures.table
+        return Rows(table.filter(pc.equal(table["split"], name)), Copy)
+
+
+def _split_column(sha256: pa.ChunkedArray) -> pa.ChunkedArray:
+    return pa.chunked_array([pa.array([split_of(s) for s in sha256.slice(start, CHUNK).to_pylist()],
+                                      pa.string()) for start in range(0, len(sha256), CHUNK)],
+                            pa.string())
+
+
+def _pairs_key(pictures: pa.Table) -> str:
+    """content_key([[sha256, label], ...]) of the rows (their JSON, hashed), without the list."""
+    digest = hashlib.sha256(b"[[")
+    for start in range(0, pictures.num_rows, CHUNK):
+        chunk = pictures.slice(start, CHUNK)
+        pairs = ", ".join(f'["{sha}", {label}]' for sha, label in
+                          zip(chunk["sha256"].to_pylist(), chunk["label"].to_pylist()))
+        digest.update(((", " if start else "") + pairs).encode())
+    digest.update(b"]]")
+    return digest.hexdigest()[:16]
 
 
 def labelled_set(spans: list[Span]) -> LabelledSet:
-    """All spans' pictures, each content once; the same content with two labels left out."""
-    copies: dict[str, list[Copy]] = defaultdict(list)
-    for span in sorted(spans, key=lambda s: s.name):
-        for f in sorted(span.files, key=lambda f: f.path):
-            copies[f.sha256].append(Copy(span.name, f.path, f.sha256, f.label))
-    kept, duplicates, conflicts = [], [], []
-    for sha in sorted(copies):
-        group = copies[sha]
-        if len({c.label for c in group}) > 1:
-            conflicts.append(Conflict(sha, tuple(group)))
-        else:
-            kept.append(group[0])
-            duplicates += group[1:]
-    keys = {split: content_key([[c.sha256, c.label] for c in kept if c.split == split])
-            for split in SPLITS}
+    """All spans' pictures, each content once; the same content with two labels left out.
+    Of the copies of one content, the first by span name and path is kept."""
+    tables = [span.files.table.select(["path", "sha256", "label"]).add_column(
+        0, "span", pa.repeat(pa.scalar(span.name), len(span.files))) for span in spans]
+    every = pa.concat_tables(tables).cast(COPY_SCHEMA) if tables else COPY_SCHEMA.empty_table()
+    every = every.sort_by([("sha256", "ascending"), ("span", "ascending"), ("path", "ascending")])
+    labels = every.group_by("sha256").aggregate([("label", "count_distinct")])
+    clashing = labels.filter(pc.greater(labels["label_count_distinct"], 1))["sha256"]
+    in_conflict = pc.is_in(every["sha256"], value_set=clashing.combine_chunks())
+    groups: dict[str, list[Copy]] = defaultdict(list)
+    for copy in Rows(every.filter(in_conflict), Copy):
+        groups[copy.sha256].append(copy)
+    conflicts = tuple(Conflict(sha, tuple(copies)) for sha, copies in groups.items())
+    rest = every.filter(pc.invert(in_conflict))
+    row = pa.array(np.arange(rest.num_rows))
+    firsts = rest.append_column("row", row).group_by("sha256").aggregate([("row", "min")])
+    first = pc.is_in(row, value_set=firsts["row_min"].combine_chunks())
+    kept = rest.filter(first)
+    kept = kept.append_column("split", _split_column(kept["sha256"]))
+    keys = {split: _pairs_key(kept.filter(pc.equal(kept["split"], split))) for split in SPLITS}
     names = tuple(sorted(s.name for s in spans))
-    return LabelledSet(tuple(kept), tuple(duplicates), tuple(conflicts), names,
+    return LabelledSet(Rows(kept, Copy), Rows(rest.filter(pc.invert(first)), Copy), conflicts, names,
                        Fingerprint(keys["train"], keys["test"], names))
 
 
@@ -539,47 +624,90 @@ class PreparedPictures:
         return {**arrays, "pictures": self.folder / "pictures.parquet"}
 
 
-def _write_split(pictures: tuple[Copy, ...], spans_root: Path, folder: Path,
-                 split: str) -> tuple[dict[str, int], dict[str, str]]:
-    """Decode `pictures` chunk by chunk into x_<split>.npy and y_<split>.npy; the row of each
-    usable picture by sha256, and the error of each broken one."""
+REPORT_SCHEMA = pa.schema([("span", pa.string()), ("path", pa.string()), ("sha256", pa.string()),
+                           ("label", pa.int64()), ("split", pa.string()), ("status", pa.string()),
+                           ("error", pa.string()), ("row", pa.int64())])
+
+
+def _write_split(pictures: Rows, spans_root: Path, folder: Path, split: str) -> pa.Table:
+    """Decode `pictures` chunk by chunk into x_<split>.npy and y_<split>.npy; their rows of the
+    report: each usable picture with its row in the arrays, each broken one with its error."""
     x_path = folder / f"x_{split}.npy"
     # Preallocated on disk and mapped one chunk at a time: only a chunk of inputs is ever in
     # memory, and the pages written are unmapped after each chunk (a map held open keeps every
     # written page in the process's resident memory: +215 MiB at 100,000 pictures, measured).
     np.lib.format.open_memmap(x_path, mode="w+", dtype=np.float32,
                               shape=(len(pictures), *IMAGE_SHAPE)).flush()
-    rows, errors, digits = {}, {}, []
+    digits = np.empty(len(pictures), np.uint8)  # as MNIST's labels
+    used, parts = 0, []
     for start in range(0, len(pictures), CHUNK):
-        chunk = pictures[start:start + CHUNK]
-        files = [ImageFile(display_name(c.where), str(spans_root / c.span / c.path)) for c in chunk]
-        first, images = len(digits), []
-        for copy, (sha, image, error) in zip(chunk, read_images(files)):
+        copies = list(Rows(pictures.table.slice(start, CHUNK), Copy))
+        files = [ImageFile(display_name(c.where), str(spans_root / c.span / c.path)) for c in copies]
+        report, images = {name: [] for name in REPORT_SCHEMA.names}, []
+        for copy, (sha, image, error) in zip(copies, read_images(files)):
             if error is None and sha != copy.sha256:
                 error = "changed since its span was taken in"
-            if error is not None:
-                errors[copy.sha256] = error
-                continue
-            rows[copy.sha256] = len(digits)
-            images.append(image)
-            digits.append(copy.label)
+            row = None if error else used + len(images)
+            for name, value in (("span", copy.span), ("path", display_name(copy.path)),
+                                ("sha256", copy.sha256), ("label", copy.label),
+                                ("split", None if error else split),
+                                ("status", "error" if error else "ok"), ("error", error), ("row", row)):
+                report[name].append(value)
+            if error is None:
+                digits[row] = copy.label
+                images.append(image)
         if images:
             x = np.load(x_path, mmap_mode="r+")
-            x[first:len(digits)] = np.stack(images)
+            x[used:used + len(images)] = np.stack(images)
             x.flush()
             del x
-    if len(digits) < len(pictures):  # broken files left rows unused at the end: drop them
+        used += len(images)
+        parts.append(pa.Table.from_pydict(report, schema=REPORT_SCHEMA))
+    if used < len(pictures):  # broken files left rows unused at the end: drop them
         full = np.load(x_path, mmap_mode="r")
         trimmed = np.lib.format.open_memmap(folder / f".x_{split}.trim.npy", mode="w+",
-                                            dtype=np.float32, shape=(len(digits), *IMAGE_SHAPE))
-        for start in range(0, len(digits), CHUNK):
-            end = min(start + CHUNK, len(digits))
+                                            dtype=np.float32, shape=(used, *IMAGE_SHAPE))
+        for start in range(0, used, CHUNK):
+            end = min(start + CHUNK, used)
             trimmed[start:end] = full[start:end]
         trimmed.flush()
         del full, trimmed
         os.replace(folder / f".x_{split}.trim.npy", x_path)
-    np.save(folder / f"y_{split}.npy", np.array(digits, dtype=np.uint8))  # as MNIST's labels
-    return rows, errors
+    np.save(folder / f"y_{split}.npy", digits[:used])
+    return pa.concat_tables(parts) if parts else REPORT_SCHEMA.empty_table()
+
+
+def _duplicate_rows(duplicates: Rows, kept: pa.Table) -> pa.Table:
+    """The report's rows for duplicates: each with its kept picture's split, row and status."""
+    original = kept.select(["sha256", "span", "path", "split", "status", "error", "row"]) \
+        .rename_columns(["sha256", "kept_span", "kept_path", "split", "kept_status", "kept_error", "row"])
+    joined = duplicates.table.join(original, "sha256")
+    parts = []
+    for start in range(0, joined.num_rows, CHUNK):
+        chunk = joined.slice(start, CHUNK)
+        report = {name: [] for name in REPORT_SCHEMA.names}
+        for r in chunk.to_pylist():
+            same = f"same bytes as {r['kept_span']}/{r['kept_path']}"
+            broken = r["kept_status"] == "error"
+            for name, value in (("span", r["span"]), ("path", display_name(r["path"])),
+                                ("sha256", r["sha256"]), ("label", r["label"]), ("split", r["split"]),
+                                ("status", "error" if broken else "duplicate"),
+                                ("error", f"{r['kept_error']} ({same})" if broken
+                                 else f"{same}: counted once"), ("row", r["row"])):
+                report[name].append(value)
+        parts.append(pa.Table.from_pydict(report, schema=REPORT_SCHEMA))
+    return pa.concat_tables(parts) if parts else REPORT_SCHEMA.empty_table()
+
+
+def _conflict_rows(conflicts: tuple[Conflict, ...]) -> pa.Table:
+    rows = [{"span": c.span, "path": display_name(c.path), "sha256": c.sha256, "label": c.label,
+             "status": "conflict", "error": str(conflict)}
+            for conflict in conflicts for c in conflict.copies]
+    return pa.Table.from_pylist(rows, schema=REPORT_SCHEMA)
+
+
+def _counts(column: pa.ChunkedArray) -> Counter:
+    return Counter({v["values"]: v["counts"] for v in pc.value_counts(column).to_pylist()})
 
 
 def prepare_pictures(labelled: LabelledSet, spans_root: Path, out: Path) -> PreparedPictures:
@@ -588,10 +716,6 @@ def prepare_pictures(labelled: LabelledSet, spans_root: Path, out: Path) -> Prep
 
     `out` is written whole or not at all; a broken file is a row with its reason, not a failure.
     """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
     if not labelled.pictures:
         why = ("every picture is in a conflict:\n  " + "\n  ".join(map(str, labelled.conflicts[:SHOWN]))
                if labelled.conflicts else "they hold no pictures")
@@ -600,42 +724,15 @@ def prepare_pictures(labelled: LabelledSet, spans_root: Path, out: Path) -> Prep
     building = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}.tmp"
     building.mkdir()
     try:
-        rows, errors = {}, {}
-        for split in SPLITS:
-            split_rows, split_errors = _write_split(labelled.split(split), spans_root, building, split)
-            rows.update(split_rows)
-            errors.update(split_errors)
-        kept = {c.sha256: c for c in labelled.pictures}
-        # Columns, not a dict per row: a row dict costs more than the picture's whole record
-        schema = pa.schema([("span", pa.string()), ("path", pa.string()), ("sha256", pa.string()),
-                            ("label", pa.int64()), ("split", pa.string()), ("status", pa.string()),
-                            ("error", pa.string()), ("row", pa.int64())])
-        report = {name: [] for name in schema.names}
-
-        def add(copy: Copy, status: str, error: str | None) -> None:
-            for name, value in (("span", copy.span), ("path", display_name(copy.path)),
-                                ("sha256", copy.sha256), ("label", copy.label),
-                                ("split", copy.split if copy.sha256 in rows else None),
-                                ("status", status), ("error", error), ("row", rows.get(copy.sha256))):
-                report[name].append(value)
-
-        for copy in labelled.pictures:
-            add(copy, "error" if copy.sha256 in errors else "ok", errors.get(copy.sha256))
-        for copy in labelled.duplicates:
-            same = f"same bytes as {display_name(kept[copy.sha256].where)}"
-            if copy.sha256 in errors:
-                add(copy, "error", f"{errors[copy.sha256]} ({same})")
-            else:
-                add(copy, "duplicate", f"{same}: counted once")
-        for conflict in labelled.conflicts:
-            for copy in conflict.copies:
-                add(copy, "conflict", str(conflict))
-        table = pa.Table.from_pydict(report, schema=schema).sort_by([("span", "ascending"),
-                                                                      ("path", "ascending")])
-        report.clear()  # the table holds it now
-        broken = tuple(Broken(r["span"], r["path"], r["error"]) for r in
-                       table.filter(pc.equal(table["status"], "error")).to_pylist())
-        if not rows:
+        kept = pa.concat_tables([_write_split(labelled.split(split), spans_root, building, split)
+                                 for split in SPLITS])
+        table = pa.concat_tables([kept, _duplicate_rows(labelled.duplicates, kept),
+                                  _conflict_rows(labelled.conflicts)])
+        table = table.sort_by([("span", "ascending"), ("path", "ascending")])
+        errors = table.filter(pc.equal(table["status"], "error")).select(["span", "path", "error"])
+        broken = tuple(Broken(**r) for r in errors.to_pylist())
+        usable = kept.filter(pc.equal(kept["status"], "ok"))
+        if not usable.num_rows:
             listed = "\n  ".join(f"{b.span}/{b.path}: {b.error}" for b in broken[:SHOWN])
             raise LabelError(f"no usable picture in spans {', '.join(labelled.spans)}: every picture "
                              f"is broken or in a conflict:\n  {listed}")
@@ -643,13 +740,13 @@ def prepare_pictures(labelled: LabelledSet, spans_root: Path, out: Path) -> Prep
         summaries = []
         for name in labelled.spans:
             mine = table.filter(pc.equal(table["span"], name))
-            status = Counter(mine["status"].to_pylist())
-            summaries.append(SpanSummary(name, mine.num_rows, digit_counts(mine["label"].to_pylist()),
+            status = _counts(mine["status"])
+            summaries.append(SpanSummary(name, mine.num_rows, column_counts(mine["label"]),
                                          status["error"], status["duplicate"], status["conflict"]))
         _move_into_place(building, out)
     finally:
         shutil.rmtree(building, ignore_errors=True)
-    by_split = {split: digit_counts(c.label for c in labelled.split(split) if c.sha256 in rows)
+    by_split = {split: column_counts(usable.filter(pc.equal(usable["split"], split))["label"])
                 for split in SPLITS}
     return PreparedPictures(out, by_split["train"], by_split["test"], tuple(summaries),
                             labelled.conflicts, broken, labelled.fingerprint)

@@ -77,8 +77,8 @@ def top3_text(row) -> str:
 
 def labelled_hashes(labelled: Path) -> dict[str, str]:
     """sha256 → the span holding it, over every span that can be taken in."""
-    return {f.sha256: status.name for status in list_spans(labelled) if status.span
-            for f in status.span.files}
+    return {sha: status.name for status in list_spans(labelled) if status.span
+            for sha in status.span.files.column("sha256")}
 
 
 def unchanged(folder: Path, row) -> str | None:
@@ -284,7 +284,7 @@ def answers_to_span(answers: dict, queue: pd.DataFrame, folder: Path, labelled: 
             if picks:
                 span = _make_span(labelled, folder, {p: d for p, (_, d) in picks.items()}, name)
                 result.span = span.name
-                result.labelled = {f.path: f.label for f in span.files}
+                result.labelled = dict(zip(span.files.column("path"), span.files.column("label")))
     result.message = _message(result, len(queue))
     return result
 

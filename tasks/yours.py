@@ -10,7 +10,6 @@ import numpy as np
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.labels import LabelError, labelled_set, list_spans, prepare_pictures
 from tasks.paths import Paths
 from tasks.records import EvaluationSet, YourDigits
 from tasks.store import cached_step, code_version, content_key, read_json
@@ -29,6 +28,10 @@ SHIFT = 2  # pixels, as the tuned and cnn presets' RandomTranslation(0.08) shift
 def your_digits(paths: Paths, refresh: bool, log: Callable[[str], None] = print) -> YourDigits | None:
     """Every span under data/labelled, prepared; None when there is none. A span that changed
     since it was taken in (or cannot be taken in at all) stops the run, by name."""
+    if not paths.labelled.is_dir() or not any(paths.labelled.iterdir()):
+        return None  # and a cached MNIST-only run never imports pyarrow, which tasks.labels does
+    from tasks.labels import LabelError, labelled_set, list_spans, prepare_pictures
+
     statuses = list_spans(paths.labelled)
     problems = [s.problem for s in statuses if s.problem]
     if problems:

@@ -19,6 +19,7 @@ from tasks.images import preprocess
 from tasks.labels import (LabelError, SpanChanged, labelled_set, list_spans, make_span,
                           prepare_pictures, split_of, take_in)
 from tasks.paths import Paths
+from tasks.store import content_key
 
 
 def digit_png(seed: int, size: int = 56) -> bytes:
@@ -63,7 +64,10 @@ def sevens(tmp_path: Path) -> Path:
 
 
 def manifest(span_folder: Path) -> dict:
-    return json.loads((span_folder / "span.json").read_text())
+    """span.json with the file records of files.parquet in place of its name."""
+    record = json.loads((span_folder / "span.json").read_text())
+    assert record["files"] == "files.parquet"
+    return record | {"files": pq.read_table(span_folder / "files.parquet").to_pylist()}
 
 
 # The split
@@ -118,7 +122,7 @@ def test_make_span_from_a_csv_takes_labelled_rows_only(tmp_path, labelled):
     assert {f.path: f.label for f in span.files} == {"p0.png": 0, "p4.png": 4, "p5.png": 5}
     assert span.skipped == 3 and span.layout == "csv"
     assert sorted(p.name for p in (labelled / "review").iterdir()) == \
-        ["labels.csv", "p0.png", "p4.png", "p5.png", "span.json"]
+        ["files.parquet", "labels.csv", "p0.png", "p4.png", "p5.png", "span.json"]
     assert (labelled / "review" / "p4.png").read_bytes() == (src / "p4.png").read_bytes()
     rows = list(csv.reader(open(labelled / "review" / "labels.csv")))
     assert rows == [["path", "label"], ["p0.png", "0"], ["p4.png", "4"], ["p5.png", "5"]]
@@ -349,6 +353,29 @@ def test_the_fingerprint_changes_with_a_new_span_only(tmp_path, labelled, sevens
     assert after.spans == ("mine", "more")
 
 
+
+def test_the_fingerprint_is_the_content_key_of_each_splits_pairs(tmp_path, labelled):
+    pictures = {f"{i}.png": digit_png(i) for i in range(40)}
+    span = make_span(labelled, source(tmp_path / "src", pictures), digit=1, name="ones")
+    chosen = labelled_set([span])
+    for split, key in (("train", chosen.fingerprint.train), ("test", chosen.fingerprint.test)):
+        pairs = sorted([c.sha256, c.label] for c in chosen.pictures if c.split == split)
+        assert pairs and key == content_key(pairs)  # as versions before Arrow columns made it
+
+
+def test_a_span_made_before_files_parquet_is_taken_in_as_it_is(labelled, sevens):
+    span = make_span(labelled, sevens, digit=7, name="old")
+    folder = labelled / "old"
+    record = manifest(folder)  # its records moved back into span.json, as older versions wrote it
+    (folder / "files.parquet").unlink()
+    (folder / "span.json").write_text(json.dumps(record))
+    written = (folder / "span.json").read_bytes()
+    again = take_in(folder)
+    assert again.files == span.files and again.counts == span.counts
+    assert labelled_set([again]).fingerprint == labelled_set([span]).fingerprint
+    assert (folder / "span.json").read_bytes() == written and not (folder / "files.parquet").exists()
+
+
 # Preparing the pictures
 
 def test_prepare_pictures_writes_inputs_and_a_row_per_file(tmp_path, labelled):
@@ -405,9 +432,19 @@ def test_prepare_pictures_refuses_a_set_with_nothing_usable(tmp_path, labelled):
     assert not out.exists() and list(tmp_path.glob(".prepared*")) == []
 
 
-def test_importing_labels_loads_no_framework():
+def test_importing_labels_loads_no_framework(tmp_path):
     code = ("import sys, tasks.labels; "
-            "print([m for m in ('prefect', 'tensorflow', 'pandas', 'pyarrow') if m in sys.modules])")
+            "print([m for m in ('prefect', 'tensorflow', 'pandas') if m in sys.modules])")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                           env={**os.environ})
     assert done.stdout.strip() == "[]"
+
+
+def test_a_run_without_spans_does_not_import_pyarrow(tmp_path):
+    """The cached MNIST-only rerun is mostly imports: it reads no span, so it loads no Arrow."""
+    (tmp_path / "data" / "labelled").mkdir(parents=True)
+    code = ("import sys; from pathlib import Path; from tasks.paths import Paths; "
+            "from tasks.yours import your_digits; "
+            f"print(your_digits(Paths(Path({str(tmp_path)!r})), False), 'pyarrow' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["None", "False"]
