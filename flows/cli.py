@@ -129,6 +129,13 @@ def parser() -> argparse.ArgumentParser:
     models.add_argument("action", nargs="?", choices=["list", "promote", "rollback"], default="list")
     models.add_argument("version", nargs="?", help="with promote: the version to make champion")
 
+    prune = commands.add_parser("prune", help="delete what digitflow recomputes when needed "
+                                "(caches, never-champion versions); never champions or predictions")
+    prune.set_defaults(handler=prune_command)
+    prune.add_argument("--older-than", type=float, default=7, metavar="DAYS",
+                       help="only what nothing changed for this long (default 7): never a running job's")
+    prune.add_argument("--dry-run", action="store_true", help="list what would go, delete nothing")
+
     fetch = commands.add_parser("fetch-data", help="get and verify MNIST into data/raw (no Prefect)")
     fetch.set_defaults(handler=fetch_data_command, data=None, allow_unverified_data=False)
     add_data_options(fetch)
@@ -325,6 +332,19 @@ def models_command(args: argparse.Namespace, _early_server: None) -> dict:
               f"{r['test_accuracy']:.4f}  {r['train_images']:>6} images  {r['epochs']:>3} epochs  "
               f"{r['created_at']}", file=sys.stderr)
     return {"models": rows}
+
+
+def prune_command(args: argparse.Namespace, _early_server: None) -> dict:
+    from tasks.paths import get_paths
+    from tasks.prune import prune
+
+    pruned = prune(get_paths(), args.older_than, args.dry_run)
+    for path in pruned.removed:
+        print(f"{'would delete' if args.dry_run else 'deleted'} {path}", file=sys.stderr)
+    print(f"{pruned.freed_bytes / 2**20:.1f} MiB {'to free' if args.dry_run else 'freed'}; kept "
+          f"every version that was ever champion: {', '.join(pruned.kept_versions) or 'none yet'}",
+          file=sys.stderr)
+    return vars(pruned)
 
 
 def main(argv: list[str] | None = None) -> int:

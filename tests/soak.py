@@ -42,10 +42,10 @@ RUN_TIMEOUT = 900  # s for any one run (a retrain imports TensorFlow and trains)
 QUICK = {"preset": "seed", "epochs": 1, "limit": 2000}
 KILLED = {"preset": "seed", "epochs": 3, "limit": 6000, "gate_margin": 0.5, "mnist_tolerance": 1.0}
 REVIEW = {"limit": 8, "timeout": 600}
-# Compressed time: the worker asks for work every second, and a run waiting for the deployment's
-# slot is retried after a second, not 10 s and 30 s.
-FAST_WORKER = {"PREFECT_WORKER_QUERY_SECONDS": "1"}
-FAST_SERVER = {"PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS": "1"}
+# Compressed time: the worker asks for work every half second, and a run waiting for the
+# deployment's slot is retried after half a second, not 10 s and 30 s.
+FAST_WORKER = {"PREFECT_WORKER_QUERY_SECONDS": "0.5"}
+FAST_SERVER = {"PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS": "0.5"}
 
 
 class Inbox:
@@ -168,9 +168,12 @@ class Postgres:
             raise RuntimeError(f"{tool} failed: {done.stderr[-2000:]}")
         return done.stdout
 
+    def sql(self, statement: str) -> str:
+        return self._pg("psql", "-h", "127.0.0.1", "-p", self.port, "-U", "prefect", "-d", "prefect",
+                        "-qtAc", statement).strip()
+
     def size(self) -> int:
-        return int(self._pg("psql", "-h", "127.0.0.1", "-p", self.port, "-U", "prefect", "-d",
-                            "prefect", "-qtAc", "SELECT pg_database_size('prefect')").strip())
+        return int(self.sql("SELECT pg_database_size('prefect')"))
 
     def stop(self) -> None:
         self._pg("pg_ctl", "-D", self.data, "-m", "fast", "-w", "-s", "stop")
@@ -188,15 +191,9 @@ class Team:
         self.env = {**os.environ, "PREFECT_HOME": str(self.home), "PREFECT_API_URL": self.api,
                     "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
                     "DIGITFLOW_ROOT": str(root), "PWD": str(REPO)}
-        server_env = {**self.env, **FAST_SERVER}
-        if self.postgres:
-            server_env["PREFECT_API_DATABASE_CONNECTION_URL"] = self.postgres.url
+        self.port = port
         self.home.mkdir()
-        self.server = subprocess.Popen(
-            [BIN / "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-            env=server_env, stdout=open(work / "server.log", "w"), stderr=subprocess.STDOUT,
-            start_new_session=True)
-        prefect(self.env, "server", "status", "--wait", "--timeout", "180")
+        self.start_server()
         prefect(self.env, "work-pool", "create", "digitflow", "--type", "process")
         prefect(self.env, "--no-prompt", "deploy", "--all")
         # The driver is the clock: the real schedules (every 15 min, 03:00) paused; the events
@@ -210,6 +207,46 @@ class Team:
             self.deployments = {d.name: d.id for d in client.read_deployments()}
         self.worker = None
         self.start_worker()
+
+    def start_server(self, **settings: str) -> None:
+        env = {**self.env, **FAST_SERVER, **settings}
+        if self.postgres:
+            env["PREFECT_API_DATABASE_CONNECTION_URL"] = self.postgres.url
+        self.server = subprocess.Popen(
+            [BIN / "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(self.port)],
+            env=env, stdout=open(self.work / "server.log", "a"), stderr=subprocess.STDOUT,
+            start_new_session=True)
+        prefect(self.env, "server", "status", "--wait", "--timeout", "180")
+
+    def stop_server(self) -> None:
+        self.server.terminate()
+        try:
+            self.server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.server.pid, signal.SIGKILL)
+            self.server.wait()
+
+    def age_runs(self, days: int) -> None:
+        """With the server stopped: every run ended `days` earlier than it did (months pass)."""
+        if self.postgres:
+            self.postgres.sql(f"UPDATE flow_run SET end_time = end_time - interval '{days} days'")
+        else:
+            import sqlite3
+
+            with sqlite3.connect(self.home / "prefect.db") as db:
+                db.execute("UPDATE flow_run SET end_time = strftime('%Y-%m-%d %H:%M:%f', end_time, "
+                           f"'-{days} days') WHERE end_time IS NOT NULL")
+
+    def compact(self) -> None:
+        """With the server stopped: the database's free space given back (VACUUM)."""
+        if self.postgres:
+            self.postgres.sql("VACUUM FULL")
+        else:
+            import sqlite3
+
+            with sqlite3.connect(self.home / "prefect.db", isolation_level=None) as db:
+                db.execute("VACUUM")
+                db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # VACUUM went through the WAL
 
     def start_worker(self) -> None:
         log = open(self.work / "worker.log", "a")
@@ -237,11 +274,7 @@ class Team:
 
     def stop(self) -> None:
         self.stop_worker()
-        self.server.terminate()
-        try:
-            self.server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.server.pid, signal.SIGKILL)
+        self.stop_server()
         if self.postgres:
             self.postgres.stop()
 
@@ -373,12 +406,11 @@ class Driver:
 
 def soak(db: str, work: Path, mnist_npz: Path, hours: int = 50, log=print) -> dict:
     """Run the compressed week in `work`; its figures and the checks' findings."""
-    import pyarrow.dataset as pads
-
     started = time.monotonic()
     root = new_root(work / "root", mnist_npz)
     team = Team(work, root, db)
     inbox = Inbox(root / "data" / "inbox", mnist_npz)
+    dataset = root / "artifacts" / "predictions" / "inbox"
     driver = Driver(team, inbox)
     figures = {"db": db, "hours": hours, "memory": [], "db_bytes": []}
     present: dict[int, set[str]] = {}
@@ -404,7 +436,8 @@ def soak(db: str, work: Path, mnist_npz: Path, hours: int = 50, log=print) -> di
                 driver.kill_a_retrain(**KILLED)
             ended = [driver.wait(run.id) for run in scoring]
             if hour == restart:  # the runs scheduled while it was down, run by the new worker
-                driver.faults[-1]["rerun"] = Counter(r.state.name for r in ended)
+                next(f for f in driver.faults if f["fault"].startswith("worker"))["rerun"] = \
+                    Counter(r.state.name for r in ended)
             driver.settle()
             if hour in reviews:
                 labelled += driver.review()
@@ -419,12 +452,16 @@ def soak(db: str, work: Path, mnist_npz: Path, hours: int = 50, log=print) -> di
         figures["end"] = team.memory()
         figures["labelled"] = labelled
         runs = driver.runs()
+        figures |= check_predictions(dataset, present, champions)
+        figures["housekeeping"] = housekeeping(team, driver, dataset)
     finally:
         team.stop()
     figures["wall_s"] = round(time.monotonic() - started)
-    figures["database_locked"] = (work / "server.log").read_text(errors="replace").count(
-        "database is locked")
+    log = (work / "server.log").read_text(errors="replace")
+    figures["server_errors"] = log.count("| ERROR ")
+    figures["database_locked"] = log.count("OperationalError: database is locked")
     figures["inbox"] = dict(inbox.counts)
+    figures["days"] = round(hours * PER_HOUR / 96, 2)
 
     # What the runs were, and how they ended
     names = {v: k for k, v in team.deployments.items()}
@@ -433,20 +470,75 @@ def soak(db: str, work: Path, mnist_npz: Path, hours: int = 50, log=print) -> di
     figures["failed"] = [f"{names.get(r.deployment_id)} {r.id}: {r.state.name} {r.state.message}"
                          for r in runs if not r.state.is_completed() and str(r.id) not in faulty]
     figures["faults"] = driver.faults
-    figures["versions"] = sorted({v for vs in champions.values() for v in vs if v})
+    figures["promoted"] = sum(1 for r in runs if names.get(r.deployment_id) == "retrain-nightly"
+                              and "promoted" in r.tags)
+    return figures
 
-    # Every picture once per champion version while it was there
-    table = pads.dataset(root / "artifacts" / "predictions" / "inbox", format="parquet",
-                         partitioning="hive").to_table(columns=["path", "sha256", "model_version"])
+
+def check_predictions(dataset: Path, present: dict[int, set[str]],
+                      champions: dict[int, set[str]]) -> dict:
+    """Every picture once per version that was champion while it was in the inbox (by content:
+    the dataset skips what a version has scored), and the dataset read as one table."""
+    import pyarrow.dataset as pads
+
+    table = pads.dataset(dataset, format="parquet", partitioning="hive").to_table(
+        columns=["sha256", "model_version"])
     rows = Counter(zip(table["sha256"].to_pylist(), table["model_version"].to_pylist()))
     expected = {(sha, v) for hour in present for sha in present[hour] for v in champions[hour]}
-    figures["predictions"] = table.num_rows
-    figures["pictures"] = len({sha for shas in present.values() for sha in shas})
-    figures["duplicates"] = sorted(k for k, n in rows.items() if n > 1)
-    figures["lost"] = sorted(expected - set(rows))
-    figures["unexpected"] = sorted(set(rows) - expected)
-    figures["days"] = round(hours * PER_HOUR / 96, 2)
-    return figures
+    return {"predictions": table.num_rows,
+            "pictures": len({sha for shas in present.values() for sha in shas}),
+            "versions": sorted({v for vs in champions.values() for v in vs if v}),
+            "duplicates": sorted(k for k, n in rows.items() if n > 1),
+            "lost": sorted(expected - set(rows)), "unexpected": sorted(set(rows) - expected)}
+
+
+def housekeeping(team: Team, driver: Driver, dataset: Path) -> dict:
+    """On the soak's leftovers: `digitflow prune`, then months going by (every run aged past the
+    retention) under Prefect's vacuum as `make serve` sets it; after each, scoring the inbox still
+    skips what was scored."""
+    import pyarrow.dataset as pads
+
+    def rows() -> int:
+        return pads.dataset(dataset, format="parquet", partitioning="hive").count_rows()
+
+    def rescore(why: str) -> dict:
+        before = rows()
+        run = driver.wait(driver.start("score-inbox", why).id)
+        return {"rescore": run.state.name, "new_rows": rows() - before}
+
+    artifacts = team.root / "artifacts"
+    before = tree_bytes(artifacts)
+    done = subprocess.run([BIN / "digitflow", "prune", "--older-than", "0"], env=team.env,
+                          cwd=team.root, capture_output=True, text=True, check=True)
+    pruned = json.loads(done.stdout.strip().splitlines()[-1])
+    found = {"prune": {"removed": len(pruned["removed"]), "kept_versions": pruned["kept_versions"],
+                       "artifacts_mib": [mib(before), mib(tree_bytes(artifacts))],
+                       **rescore("after digitflow prune")}}
+
+    runs, size = len(driver.runs()), team.db_bytes()
+    team.stop_server()
+    team.age_runs(100)
+    team.start_server(PREFECT_SERVER_SERVICES_DB_VACUUM_ENABLED="events,flow_runs",
+                      PREFECT_SERVER_SERVICES_DB_VACUUM_RETENTION_PERIOD=str(90 * 86400),
+                      PREFECT_SERVER_SERVICES_DB_VACUUM_LOOP_SECONDS="2",
+                      PREFECT_SERVER_SERVICES_DB_VACUUM_ORPHAN_CLEANUP_LOOP_SECONDS="2")
+    deadline = time.monotonic() + 300
+    while (left := len(driver.runs())) and time.monotonic() < deadline:
+        time.sleep(2)
+    found["vacuum"] = {"runs": [runs, left], "db_mib": [mib(size), mib(team.db_bytes())],
+                       **rescore("after the vacuum")}
+    team.stop_server()
+    team.compact()
+    found["vacuum"]["db_mib"].append(mib(team.db_bytes()))
+    return found
+
+
+def tree_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def mib(n: int) -> float:
+    return round(n / 2**20, 1)
 
 
 def set_parameters(team: Team, deployment: str, **parameters) -> None:
