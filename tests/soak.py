@@ -142,6 +142,16 @@ def flow_run_pid(run_id: str) -> int | None:
     return None
 
 
+def end(process: subprocess.Popen, grace: float) -> None:
+    """SIGTERM, and after `grace` seconds SIGKILL to the process's whole group."""
+    process.terminate()
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
 class Postgres:
     """A throwaway cluster, made and started as `make postgres` does."""
 
@@ -219,12 +229,7 @@ class Team:
         prefect(self.env, "server", "status", "--wait", "--timeout", "180")
 
     def stop_server(self) -> None:
-        self.server.terminate()
-        try:
-            self.server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.server.pid, signal.SIGKILL)
-            self.server.wait()
+        end(self.server, grace=60)
 
     def age_runs(self, days: int) -> None:
         """With the server stopped: every run ended `days` earlier than it did (months pass)."""
@@ -256,12 +261,7 @@ class Team:
 
     def stop_worker(self) -> None:
         # It passes SIGTERM on as SIGINT and may stay: after 10 s its group is killed (make stop).
-        self.worker.terminate()
-        try:
-            self.worker.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.worker.pid, signal.SIGKILL)
-            self.worker.wait()
+        end(self.worker, grace=10)
 
     def db_bytes(self) -> int:
         if self.postgres:
