@@ -342,7 +342,7 @@ def prune_command(args: argparse.Namespace, _early_server: None) -> dict:
     for path in pruned.removed:
         print(f"{'would delete' if args.dry_run else 'deleted'} {path}", file=sys.stderr)
     print(f"{pruned.freed_bytes / 2**20:.1f} MiB {'to free' if args.dry_run else 'freed'}; kept "
-          f"every version that was ever champion: {', '.join(pruned.kept_versions) or 'none yet'}",
+          f"the versions ever champion, and the latest: {', '.join(pruned.kept_versions) or 'none'}",
           file=sys.stderr)
     return vars(pruned)
 

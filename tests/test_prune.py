@@ -80,5 +80,5 @@ def test_digitflow_prune_dry_run_lists_and_deletes_nothing(tmp_path):
                                           "artifacts/cache/train-abc.json", "artifacts/labelled/def",
                                           "artifacts/models/v3", "artifacts/normalized/abc"]
     assert "would delete artifacts/models/v3" in done.stderr
-    assert "kept every version that was ever champion: v1, v2, v4" in done.stderr
+    assert "kept the versions ever champion, and the latest: v1, v2, v4" in done.stderr
     assert files_under(tmp_path) == before
