@@ -269,8 +269,14 @@ class Team:
         return sum(p.stat().st_size for p in self.home.glob("prefect.db*"))
 
     def memory(self) -> dict:
-        return {"server_mib": round(tree_rss_mib(self.server.pid), 1),
-                "worker_mib": round(tree_rss_mib(self.worker.pid, children=False), 1)}
+        """The median of 5 samples a second apart: a worker's RSS moves by tens of MiB while it
+        submits a run."""
+        samples = []
+        for _ in range(5):
+            samples.append((tree_rss_mib(self.server.pid), tree_rss_mib(self.worker.pid, False)))
+            time.sleep(1)
+        server, worker = (sorted(column)[2] for column in zip(*samples))
+        return {"server_mib": round(server, 1), "worker_mib": round(worker, 1)}
 
     def stop(self) -> None:
         self.stop_worker()
