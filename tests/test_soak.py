@@ -44,6 +44,11 @@ def test_a_compressed_week_on_postgresql_loses_nothing_and_scores_nothing_twice(
     assert found["inbox"]["rewritten"] and found["inbox"]["deleted"] and found["inbox"]["broken"]
     assert found["duplicates"] == [] and found["lost"] == [] and found["unexpected"] == []
     assert found["predictions"] >= found["pictures"]
+    # Housekeeping on the leftovers: pruned artifacts and vacuumed runs cost no rescoring
+    prune, vacuum = found["housekeeping"]["prune"], found["housekeeping"]["vacuum"]
+    assert set(found["versions"]) <= set(prune["kept_versions"]) and prune["removed"]
+    assert (prune["rescore"], prune["new_rows"]) == ("Completed", 0)
+    assert vacuum["runs"][1] == 0 and (vacuum["rescore"], vacuum["new_rows"]) == ("Completed", 0)
     # Memory at the end within 1.5× of the first hour's
     for process in ("server_mib", "worker_mib"):
         assert found["end"][process] <= 1.5 * found["first_hour"][process], (process, found)
