@@ -6,7 +6,8 @@ and that prints the figures of docs/RELIABILITY.md for either database.
 A real `prefect server start` (on a PostgreSQL cluster of its own, or SQLite), the work pool,
 `prefect deploy --all` from this checkout, a process worker. Each simulated hour, while nothing
 runs, the inbox changes (new pictures, rewritten ones, deleted ones, broken files); then four
-score-inbox runs are scheduled at once (overlapping: the deployment's limit of one queues them),
+score-inbox runs are scheduled 3 s apart (each takes longer: they overlap, and the deployment's
+limit of one queues them),
 and the hour ends when every run it started, and every run the events started (a promotion
 rescores the inbox; new labels retrain), has ended. On the way: retrains (one killed with
 `kill -9` after its first epoch, then run again), reviews answered through the paused run's form
@@ -17,6 +18,7 @@ that the server's and the worker's memory stayed within 1.5× of the first hour'
 """
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -49,7 +51,7 @@ FAST_SERVER = {"PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS": "0.5"
 
 
 class Inbox:
-    """The inbox folder and what was in it when: each hour's pictures by content."""
+    """The inbox folder, changed hour by hour, and the true digit of every picture put in it."""
 
     def __init__(self, folder: Path, mnist_npz: Path, seed: int = 0):
         from tasks.demo import render_scan
@@ -99,8 +101,6 @@ class Inbox:
 
 
 def sha256(data: bytes) -> str:
-    import hashlib
-
     return hashlib.sha256(data).hexdigest()
 
 
@@ -111,8 +111,9 @@ def tree_rss_mib(pid: int, children: bool = True) -> float:
         parents = {}
         for name in os.listdir("/proc"):
             if name.isdigit():
-                try:
-                    parents[int(name)] = int(Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()[1])
+                try:  # /proc/PID/stat: "PID (name) state PPID ..."
+                    stat = Path(f"/proc/{name}/stat").read_text()
+                    parents[int(name)] = int(stat.rsplit(")", 1)[1].split()[1])
                 except (OSError, IndexError):
                     pass
         i = 0

@@ -55,8 +55,10 @@ def test_prune_deletes_what_is_recomputed_and_keeps_champions_predictions_and_sp
     assert sorted(pruned.removed) == [
         "artifacts/cache/train-abc.checkpoint.npz", "artifacts/cache/train-abc.json",
         "artifacts/labelled/def", "artifacts/models/v3", "artifacts/normalized/abc"]
-    assert pruned.freed_bytes == 5 * 100 + len(json.dumps({"model_version": "v3"})) and pruned.kept_versions == ["v1", "v2", "v4"]
-    gone = ("artifacts/cache/", "artifacts/labelled/", "artifacts/models/v3/", "artifacts/normalized/")
+    assert pruned.freed_bytes == 5 * 100 + len(json.dumps({"model_version": "v3"}))
+    assert pruned.kept_versions == ["v1", "v2", "v4"]
+    gone = ("artifacts/cache/", "artifacts/labelled/", "artifacts/models/v3/",
+            "artifacts/normalized/")
     assert files_under(tmp_path) == {f for f in before if not f.startswith(gone)}
     assert not list(paths.artifacts.glob(".pruning-*"))
 
