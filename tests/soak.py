@@ -287,6 +287,8 @@ class Team:
 
 
 class Driver:
+    """The clock and the people: starts the runs, injects the faults, answers the reviews."""
+
     def __init__(self, team: Team, inbox: Inbox):
         self.team, self.inbox = team, inbox
         self.mine: dict[str, str] = {}  # run id → why the driver started it
