@@ -17,7 +17,7 @@ import shutil
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
@@ -57,14 +57,8 @@ def split_of(sha256: str) -> str:
     return "test" if int(sha256[:8], 16) % 5 == 0 else "train"
 
 
-def digit_counts(labels: Iterable[int]) -> tuple[int, ...]:
-    """How many of each digit, 0..9."""
-    counts = Counter(labels)
-    return tuple(counts[d] for d in range(10))
-
-
 def column_counts(labels: pa.ChunkedArray) -> tuple[int, ...]:
-    """digit_counts of a label column, without a Python object per row."""
+    """How many of each digit, 0..9, in a label column."""
     return tuple(int(n) for n in np.bincount(labels.to_numpy(), minlength=10)[:10])
 
 
@@ -343,11 +337,11 @@ def make_span(labelled: Path, source: Path, *, labels: Path | None = None,
         found = f"all {skipped} pictures or rows are unlabelled" if skipped else "no image files"
         raise LabelError(f"no usable picture in {source}: {found}")
     hashes = [file_sha256(p.location) for p in picks]
-    taken = defaultdict(list)
+    taken, batch = defaultdict(list), pa.array(hashes)
     for status in list_spans(labelled):
         if status.span:
             files = status.span.files.table
-            same = files.filter(pc.is_in(files["sha256"], value_set=pa.array(hashes)))
+            same = files.filter(pc.is_in(files["sha256"], value_set=batch))
             for f in Rows(same, SpanFile):
                 taken[f.sha256].append((f"{f.path} in span {status.name}", f.label))
     _refuse_conflicts(picks, hashes, taken)
@@ -643,16 +637,14 @@ def _write_split(pictures: Rows, spans_root: Path, folder: Path, split: str) -> 
     for start in range(0, len(pictures), CHUNK):
         copies = list(Rows(pictures.table.slice(start, CHUNK), Copy))
         files = [ImageFile(display_name(c.where), str(spans_root / c.span / c.path)) for c in copies]
-        report, images = {name: [] for name in REPORT_SCHEMA.names}, []
+        report, images = [], []
         for copy, (sha, image, error) in zip(copies, read_images(files)):
             if error is None and sha != copy.sha256:
                 error = "changed since its span was taken in"
             row = None if error else used + len(images)
-            for name, value in (("span", copy.span), ("path", display_name(copy.path)),
-                                ("sha256", copy.sha256), ("label", copy.label),
-                                ("split", None if error else split),
-                                ("status", "error" if error else "ok"), ("error", error), ("row", row)):
-                report[name].append(value)
+            report.append({"span": copy.span, "path": display_name(copy.path), "sha256": copy.sha256,
+                           "label": copy.label, "split": None if error else split,
+                           "status": "error" if error else "ok", "error": error, "row": row})
             if error is None:
                 digits[row] = copy.label
                 images.append(image)
@@ -662,7 +654,7 @@ def _write_split(pictures: Rows, spans_root: Path, folder: Path, split: str) -> 
             x.flush()
             del x
         used += len(images)
-        parts.append(pa.Table.from_pydict(report, schema=REPORT_SCHEMA))
+        parts.append(pa.Table.from_pylist(report, schema=REPORT_SCHEMA))
     if used < len(pictures):  # broken files left rows unused at the end: drop them
         full = np.load(x_path, mmap_mode="r")
         trimmed = np.lib.format.open_memmap(folder / f".x_{split}.trim.npy", mode="w+",
@@ -680,22 +672,22 @@ def _write_split(pictures: Rows, spans_root: Path, folder: Path, split: str) -> 
 def _duplicate_rows(duplicates: Rows, kept: pa.Table) -> pa.Table:
     """The report's rows for duplicates: each with its kept picture's split, row and status."""
     original = kept.select(["sha256", "span", "path", "split", "status", "error", "row"]) \
-        .rename_columns(["sha256", "kept_span", "kept_path", "split", "kept_status", "kept_error", "row"])
+        .rename_columns(["sha256", "kept_span", "kept_path", "split", "kept_status", "kept_error",
+                         "row"])
     joined = duplicates.table.join(original, "sha256")
     parts = []
     for start in range(0, joined.num_rows, CHUNK):
-        chunk = joined.slice(start, CHUNK)
-        report = {name: [] for name in REPORT_SCHEMA.names}
-        for r in chunk.to_pylist():
+        report = []
+        for r in joined.slice(start, CHUNK).to_pylist():
             same = f"same bytes as {r['kept_span']}/{r['kept_path']}"
             broken = r["kept_status"] == "error"
-            for name, value in (("span", r["span"]), ("path", display_name(r["path"])),
-                                ("sha256", r["sha256"]), ("label", r["label"]), ("split", r["split"]),
-                                ("status", "error" if broken else "duplicate"),
-                                ("error", f"{r['kept_error']} ({same})" if broken
-                                 else f"{same}: counted once"), ("row", r["row"])):
-                report[name].append(value)
-        parts.append(pa.Table.from_pydict(report, schema=REPORT_SCHEMA))
+            report.append({"span": r["span"], "path": display_name(r["path"]), "sha256": r["sha256"],
+                           "label": r["label"], "split": r["split"],
+                           "status": "error" if broken else "duplicate",
+                           "error": (f"{r['kept_error']} ({same})" if broken
+                                     else f"{same}: counted once"),
+                           "row": r["row"]})
+        parts.append(pa.Table.from_pylist(report, schema=REPORT_SCHEMA))
     return pa.concat_tables(parts) if parts else REPORT_SCHEMA.empty_table()
 
 

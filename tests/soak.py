@@ -34,7 +34,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from support import BIN, REPO, api_client, encode, free_port, new_root, prefect  # noqa: E402
+from support import (  # noqa: E402
+    BIN, REPO, api_client, encode, end, free_port, new_root, prefect, set_parameters)
 
 PER_HOUR = 4  # score-inbox runs every 15 minutes
 EVERY = 3  # s between them: 15 minutes compressed 300×; a run takes longer, so they overlap
@@ -143,16 +144,6 @@ def flow_run_pid(run_id: str) -> int | None:
     return None
 
 
-def end(process: subprocess.Popen, grace: float) -> None:
-    """SIGTERM, and after `grace` seconds SIGKILL to the process's whole group."""
-    process.terminate()
-    try:
-        process.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-
-
 class Postgres:
     """A throwaway cluster, made and started as `make postgres` does."""
 
@@ -216,6 +207,7 @@ class Team:
                 if "digitflow.scoring.drift" in automation.trigger.expect:
                     client.pause_automation(automation.id)
             self.deployments = {d.name: d.id for d in client.read_deployments()}
+        self.names = {i: name for name, i in self.deployments.items()}  # deployment id → name
         self.worker = None
         self.start_worker()
 
@@ -351,8 +343,7 @@ class Driver:
         raise TimeoutError(f"runs still going, or never started by their event, after {timeout} s")
 
     def deployment_name(self, run) -> str:
-        names = {v: k for k, v in self.team.deployments.items()}
-        return names.get(run.deployment_id, "")
+        return self.team.names.get(run.deployment_id, "")
 
     def champion(self) -> str | None:
         path = self.team.root / "artifacts" / "models" / "champion.json"
@@ -429,8 +420,9 @@ def soak(db: str, work: Path, mnist_npz: Path, hours: int = 50, log=print) -> di
         inbox.change(0)
         driver.retrain("first retrain: the first champion", **QUICK)
         figures["db_bytes"].append((0, team.db_bytes()))
-        set_parameters(team, "retrain-nightly", **QUICK)
-        set_parameters(team, "review-queue", **REVIEW)
+        with api_client(team.api) as client:
+            set_parameters(client, "train-digits/retrain-nightly", **QUICK)
+            set_parameters(client, "review-digits/review-queue", **REVIEW)
         labelled = 0
         for hour in range(hours):
             if hour:
@@ -473,7 +465,7 @@ def soak(db: str, work: Path, mnist_npz: Path, hours: int = 50, log=print) -> di
     figures["days"] = round(hours * PER_HOUR / 96, 2)
 
     # What the runs were, and how they ended
-    names = {v: k for k, v in team.deployments.items()}
+    names = team.names
     figures["runs"] = Counter(f"{names.get(r.deployment_id, '?')}: {r.state.name}" for r in runs)
     faulty = {f["run"] for f in driver.faults}
     figures["failed"] = [f"{names.get(r.deployment_id)} {r.id}: {r.state.name} {r.state.message}"
@@ -548,14 +540,6 @@ def tree_bytes(folder: Path) -> int:
 
 def mib(n: int) -> float:
     return round(n / 2**20, 1)
-
-
-def set_parameters(team: Team, deployment: str, **parameters) -> None:
-    from prefect.client.schemas.actions import DeploymentUpdate
-
-    with api_client(team.api) as client:
-        found = client.read_deployment(team.deployments[deployment])
-        client.update_deployment(found.id, DeploymentUpdate(parameters={**found.parameters, **parameters}))
 
 
 def main() -> None:

@@ -5,6 +5,7 @@ import io
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -38,6 +39,18 @@ def prefect(env: dict, *args: str, timeout: int = 300) -> str:
                           text=True, timeout=timeout)
     assert done.returncode == 0, f"prefect {' '.join(args)}:\n{done.stdout[-2000:]}{done.stderr[-2000:]}"
     return done.stdout
+
+
+def end(process: subprocess.Popen, grace: float) -> None:
+    """SIGTERM, and after `grace` seconds SIGKILL to the process's whole group (a process worker
+    may ignore SIGTERM: it passes SIGINT on to its worker process, which stays, as `make stop`
+    finds too)."""
+    process.terminate()
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 def digitflow_env(root: Path, server_env: dict | None = None, **extra: str) -> dict:
@@ -80,6 +93,15 @@ def api_client(api_url: str | None = None):
     updates = {PREFECT_API_URL: api_url} if api_url else {}
     with temporary_settings(updates), get_client(sync_client=True) as client:
         yield client
+
+
+def set_parameters(client, deployment: str, **parameters) -> None:
+    """Replace some of the deployment's parameters (the runs it starts from now on take them)."""
+    from prefect.client.schemas.actions import DeploymentUpdate
+
+    found = client.read_deployment_by_name(deployment)
+    client.update_deployment(found.id, DeploymentUpdate(
+        parameters={**found.parameters, **parameters}))
 
 
 def run_artifacts(run_id, api_url: str | None = None) -> list:

@@ -6,7 +6,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -15,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from support import (
-    BIN, REPO, api_client, choose, free_port, new_root, prefect, run_artifacts)
+    BIN, REPO, api_client, choose, end, free_port, new_root, prefect, run_artifacts, set_parameters)
 from tasks.demo import make_demo_folder
 
 pytestmark = pytest.mark.slow
@@ -47,14 +46,7 @@ def team(tmp_path_factory, mnist_npz, prefect_server):
         try:
             yield {**prefect_server, "env": env, "root": root, "automations": automations}
         finally:
-            # It may ignore SIGTERM (its log then says it passed SIGINT on to its worker process,
-            # which stays), as `make stop` finds too: after 10 s its whole group is killed.
-            worker.terminate()
-            try:
-                worker.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(worker.pid, signal.SIGKILL)
-                worker.wait()
+            end(worker, grace=10)
 
 
 def run_deployment(team: dict, name: str, **params) -> None:
@@ -379,15 +371,6 @@ def finished(team: dict, run, what: str, timeout: int = LOOP_STEP_SECONDS):
             time.sleep(3)
     pytest.fail(f"{what}: the run {run.name} is {run.state.name} ({run.state.message})\n"
                 f"the worker's log ends:\n{worker_log_tail(team)}")
-
-
-def set_parameters(client, deployment: str, **parameters) -> None:
-    """Replace some of the deployment's parameters (the runs it starts from now on take them)."""
-    from prefect.client.schemas.actions import DeploymentUpdate
-
-    found = client.read_deployment_by_name(deployment)
-    client.update_deployment(found.id, DeploymentUpdate(
-        parameters={**found.parameters, **parameters}))
 
 
 def stop_the_loop(team: dict) -> None:
