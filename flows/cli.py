@@ -8,10 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from pydantic import BaseModel
-
 from tasks.presets import PRESETS
-from tasks.settings import ScoreSettings, SweepSettings, TrainSettings
 
 # Offline, quiet defaults; anything the caller set wins. Set before Prefect or TF is imported.
 ENVIRONMENT = {
@@ -30,20 +27,29 @@ def positive(text: str) -> int:
     return value
 
 
-def defaults(settings: type[BaseModel]) -> dict:
+FLOW_COMMANDS = ("train", "score", "sweep")
+
+
+def defaults(settings: str, wanted: bool) -> dict:
     """The settings' own defaults, for set_defaults: each option's default is declared once, in
-    tasks.settings (the flows' signatures read them from there too)."""
-    return {name: field.default for name, field in settings.model_fields.items()
+    tasks.settings (the flows' signatures read them from there too). Its pydantic models cost
+    0.1 s to import, so they are read only for a flow command (always the first word): a
+    `predict` answers without them."""
+    if not wanted:
+        return {}
+    from tasks import settings as models
+
+    return {name: field.default for name, field in getattr(models, settings).model_fields.items()
             if not field.is_required()}
 
 
-def parser() -> argparse.ArgumentParser:
+def parser(flow_defaults: bool = True) -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="digitflow", description=__doc__.split("\n")[0])
     top.set_defaults(workers=None, dask_address=None)  # the commands without cluster options
     commands = top.add_subparsers(dest="command", required=True)
     # `dest` is always the flow's parameter name: the flow is called with what it declares.
     train = commands.add_parser("train", help="train, evaluate and report a model (train-digits flow)")
-    train.set_defaults(handler=train_command, **defaults(TrainSettings))
+    train.set_defaults(handler=train_command, **defaults("TrainSettings", flow_defaults))
     train.add_argument("--preset", choices=list(PRESETS),
                        help="seed: the tutorial's model (default); tuned: regularised dense; cnn")
     train.add_argument("--epochs", type=positive, help="default: the preset's (25 for seed)")
@@ -62,7 +68,7 @@ def parser() -> argparse.ArgumentParser:
                        help="one plain call per batch, no XLA (to check the speedups change nothing)")
 
     score = commands.add_parser("score", help="score every image under FOLDER (score-folder flow)")
-    score.set_defaults(handler=score_command, **defaults(ScoreSettings))
+    score.set_defaults(handler=score_command, **defaults("ScoreSettings", flow_defaults))
     score.add_argument("folder", type=Path)
     sink = score.add_mutually_exclusive_group()
     sink.add_argument("--output", type=Path, help="Parquet file (default: under artifacts/predictions/)")
@@ -74,7 +80,7 @@ def parser() -> argparse.ArgumentParser:
     add_cluster_options(score)
 
     sweep = commands.add_parser("sweep", help="train a grid of dense networks, gate the best (sweep-digits flow)")
-    sweep.set_defaults(handler=sweep_command, **defaults(SweepSettings))
+    sweep.set_defaults(handler=sweep_command, **defaults("SweepSettings", flow_defaults))
     sweep.add_argument("--hidden", nargs="+",
                        help="hidden layer sizes, e.g. 128-32 (default: %(default)s)")
     sweep.add_argument("--batch-size", dest="batch_sizes", nargs="+", type=positive,
@@ -348,12 +354,13 @@ def prune_command(args: argparse.Namespace, _early_server: None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser(flow_defaults=bool(argv) and argv[0] in FLOW_COMMANDS).parse_args(argv)
     for name, value in ENVIRONMENT.items():
         os.environ.setdefault(name, value)
     # A flow's command starts Prefect's temporary server first, to boot while the imports run;
     # on Dask, Prefect's own start-up is kept (see on_cluster).
-    flow_command = args.command in ("train", "score", "sweep")
+    flow_command = args.command in FLOW_COMMANDS
     on_dask = bool(args.workers or args.dask_address)
     if flow_command and not on_dask:
         from flows import server  # only here: `predict` answers without it

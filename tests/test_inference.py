@@ -106,14 +106,14 @@ def test_training_only_layers_stay_out_of_the_light_file(mnist, tmp_path):
     assert "Conv" in ops and not {op for op in ops if "Random" in op or "Dropout" in op}
 
 
-def test_predict_answers_without_tensorflow_prefect_or_pandas(saved, tmp_path, mnist):
+def test_predict_answers_without_tensorflow_prefect_pandas_or_pydantic(saved, tmp_path, mnist):
     """`digitflow predict one.png`, the command typed most, loads only the light runtime."""
     folder, _ = saved
     picture = tmp_path / "seven.png"
     picture.write_bytes(encode(255 - mnist["x_test"][0]))
     code = ("import sys; from flows.cli import main; code = main(['predict', sys.argv[1], "
             "'--model', sys.argv[2]]); heavy = sorted({m.split('.')[0] for m in sys.modules} & "
-            "{'tensorflow', 'keras', 'prefect', 'pandas', 'sklearn'}); print(code, heavy)")
+            "{'tensorflow', 'keras', 'prefect', 'pandas', 'sklearn', 'pydantic'}); print(code, heavy)")
     done = subprocess.run([sys.executable, "-c", code, str(picture), str(folder / "one")],
                           capture_output=True, text=True, cwd=REPO, timeout=120)
     assert done.returncode == 0, done.stderr
