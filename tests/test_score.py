@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
@@ -67,8 +68,8 @@ def test_non_utf8_file_names_are_scored_and_stored_printably(tmp_path, mnist):
 
 
 def test_one_row_per_file_with_clear_errors(folder, model_path, tmp_path):
-    frame = score_files(list_images(folder), model_path)
-    rows = frame.set_index("path")
+    table = score_files(list_images(folder), model_path)
+    rows = table.to_pandas().set_index("path")
     assert rows.loc["a.png", "status"] == "ok" and 0 <= rows.loc["a.png", "label"] <= 9
     assert rows.loc["sub/deeper/c.Jpeg", "status"] == "ok"  # content counts, not the name
     assert rows.loc["empty.gif", "error"] == "empty file"
@@ -81,7 +82,7 @@ def test_one_row_per_file_with_clear_errors(folder, model_path, tmp_path):
     assert np.allclose(probs.sum(axis=1), 1, atol=1e-4)
     assert np.allclose(ok["confidence"], probs.max(axis=1))
 
-    write_table([frame], tmp_path / "out" / "p.parquet")
+    write_table([table], tmp_path / "out" / "p.parquet")
     table = pq.read_table(tmp_path / "out" / "p.parquet")
     assert table.schema.equals(SCHEMA)
     assert table.num_rows == 8
@@ -100,7 +101,7 @@ def test_text_bombs_and_huge_files_are_error_rows_with_their_reasons(folder, mod
     (folder / "huge.bmp").write_bytes(b"BM" + bytes(5000))
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 20_000)  # Pillow's limit and ours, scaled down
     monkeypatch.setattr(tasks.files, "MAX_FILE_BYTES", 4096)
-    rows = score_files(list_images(folder), model_path).set_index("path")
+    rows = score_files(list_images(folder), model_path).to_pandas().set_index("path")
     assert rows.loc["letter.png", "error"] == \
         "not an image Pillow can read (unknown or corrupt format)"
     assert rows.loc["bomb.png", "error"].startswith("refused as a decompression bomb")
@@ -111,7 +112,7 @@ def test_text_bombs_and_huge_files_are_error_rows_with_their_reasons(folder, mod
 
 def test_unreadable_file_is_an_error_row(folder, model_path):
     os.symlink(folder / "gone.png", folder / "dangling.png")  # inside the folder, but missing
-    rows = score_files(list_images(folder), model_path).set_index("path")
+    rows = score_files(list_images(folder), model_path).to_pandas().set_index("path")
     assert rows.loc["dangling.png", "error"] == "cannot read file: No such file or directory"
 
 
@@ -145,11 +146,11 @@ def test_version_survives_save_and_load(tmp_path):
 
 
 def test_summary_counts_and_accuracy_against_labels(folder, model_path, tmp_path):
-    frame = score_files(list_images(folder), model_path)
+    table = score_files(list_images(folder), model_path)
     labels = tmp_path / "labels.csv"
-    truth = frame[frame["status"] == "ok"][["path", "label"]]
+    truth = table.to_pandas().query("status == 'ok'")[["path", "label"]].astype({"label": int})
     truth.to_csv(labels, index=False)
-    summary = summarize(frame, labels)
+    summary = summarize(table, labels)
     assert summary["scored"] == 4 and summary["errors"] == 4
     assert summary["accuracy"] == 1.0 and summary["labelled"] == 4
     assert summary["error_reasons"]["symbolic link leads outside the folder; not followed"] == 2
@@ -191,7 +192,35 @@ def test_incremental_scoring_skips_what_this_model_already_scored(folder, model_
 
 def test_a_new_model_version_rescores_everything(folder, model_path, tmp_path):
     sink = DatasetSink(tmp_path / "dataset")
-    frame = score_files(list_images(folder), model_path)
-    frame["model_version"] = "someoldmodel"
-    write_table([frame], sink.part("old-run", 0))
-    assert len(sink.select(list_images(folder), load_scoring_model(model_path).version)) == len(frame)
+    table = score_files(list_images(folder), model_path)
+    table = table.set_column(table.schema.get_field_index("model_version"), "model_version",
+                             pa.array(["someoldmodel"] * len(table)))
+    write_table([table], sink.part("old-run", 0))
+    assert len(sink.select(list_images(folder), load_scoring_model(model_path).version)) == len(table)
+
+
+def test_scoring_a_chunk_and_writing_its_part_loads_no_pandas(folder, model_path, tmp_path):
+    """What a Dask worker runs: read, predict, write a dataset's part (the summary is the flow's).
+    Without pandas, which pyarrow's pa.array imports, a worker stays under 300 MB (issue #14)."""
+    load_scoring_model(model_path)  # its light file made here, with Keras
+    code = ("import sys; from pathlib import Path; from tasks.files import list_images; "
+            "from tasks.score import score_files, write_table; "
+            "table = write_table([score_files(list_images(Path(sys.argv[1])), Path(sys.argv[2]))], "
+            "Path(sys.argv[3])); print(table['status'].to_pylist().count('ok'), "
+            "sorted({m.split('.')[0] for m in sys.modules} & {'pandas', 'tensorflow', 'keras'}))")
+    done = subprocess.run([sys.executable, "-c", code, str(folder), str(model_path),
+                           str(tmp_path / "p.parquet")], capture_output=True, text=True,
+                          cwd=Path(__file__).parents[1], timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "4 []"
+    assert pq.read_table(tmp_path / "p.parquet").schema.equals(SCHEMA)
+
+
+def test_table_columns_built_from_buffers_keep_nulls_and_any_text():
+    from tasks.score import numbers, strings
+
+    assert strings(["a", None, "", "é", "bad \udcff"]).to_pylist() == ["a", None, "", "é", "bad \\udcff"]
+    valid = np.arange(11) % 3 != 0
+    assert numbers(np.arange(11) % 2 == 0, pa.bool_(), valid).to_pylist() == \
+        [None if not v else i % 2 == 0 for i, v in enumerate(valid)]
+    assert numbers(np.arange(4, dtype=np.float32), pa.float32()).to_pylist() == [0, 1, 2, 3]
