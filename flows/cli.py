@@ -1,6 +1,7 @@
 """The `digitflow` console script: one subcommand per job, a JSON summary as the last line."""
 
 import argparse
+import atexit
 import dataclasses
 import inspect
 import json
@@ -382,5 +383,24 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def run() -> None:
+    """The console script: main(), then Python's exit handlers (Prefect's send the run's last logs
+    and events; the temporary server is stopped), then out. What it skips is the interpreter's
+    teardown, which frees every object one at a time: 0.5–1 s of every flow command here."""
+    code = 1  # if an exception escapes main
+
+    def leave() -> None:  # registered before anything else, so it runs after every other handler
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+    atexit.register(leave)
+    try:
+        code = main()
+    except SystemExit as done:  # argparse's --help and usage errors
+        code = 0 if done.code is None else done.code if isinstance(done.code, int) else 1
+        raise
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -65,6 +65,15 @@ def test_no_early_server_when_one_is_named(tmp_path, monkeypatch):
     assert server.server_named()
 
 
+def test_the_console_script_keeps_exit_codes_and_output(tmp_path):
+    """It leaves without the interpreter's teardown (flows.cli.run): what it printed and the
+    exit code must survive that."""
+    shown = digitflow(tmp_path, "--help")
+    assert shown.returncode == 0 and "usage: digitflow" in shown.stdout
+    wrong = digitflow(tmp_path, "train", "--epochs", "none")
+    assert wrong.returncode == 2 and "invalid positive value: 'none'" in wrong.stderr
+
+
 def test_bad_data_fails_with_a_clear_message(tmp_path):
     done = digitflow(tmp_path, "fetch-data", "--data", str(tmp_path / "nowhere.npz"))
     assert done.returncode == 1
