@@ -34,11 +34,12 @@ def run(cmd: list[str], env: dict | None = None, cwd: Path | None = None) -> dic
 def fixed_costs(env: dict) -> dict:
     """What any command built on Prefect and Keras pays before its first step, however it is
     written: each import as its own process (wall and CPU seconds). `server` is what Prefect's
-    temporary server imports before it can answer (prefect.server.api.server)."""
+    temporary server imports before it can answer (prefect.server.api.server). Each leaves as
+    `digitflow` does (flows.cli.run): os._exit, without the interpreter's teardown."""
     costs = {}
     for name, modules in (("prefect", "prefect"), ("keras+prefect", "keras, prefect"),
                           ("server", "prefect.server.api.server")):
-        costs[name] = run([str(BIN / "python"), "-c", f"import {modules}"], env)
+        costs[name] = run([str(BIN / "python"), "-c", f"import {modules}, os; os._exit(0)"], env)
     return costs
 
 

@@ -2,11 +2,13 @@
 
 import argparse
 import atexit
+import contextlib
 import dataclasses
 import inspect
 import json
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from tasks.presets import PRESETS
@@ -196,8 +198,24 @@ def run_flow(flow, args: argparse.Namespace, early_server: tuple | None) -> dict
                   for name, value in vars(args).items() if name in declared}
     from flows import server
 
-    with server.prefect_api(early_server):  # after the imports, which ran while it booted
+    with server.prefect_api(early_server), without_heartbeats():  # the server booted during imports
         return flow(**parameters)
+
+
+@contextlib.contextmanager
+def without_heartbeats() -> Iterator[None]:
+    """No flow-run heartbeats for a command's run, unless PREFECT_FLOWS_HEARTBEAT_FREQUENCY asks.
+    They feed Prefect's zombie-run automation, which digitflow does not set up, and a command's
+    run ends with its process in a person's terminal; their thread sleeps in whole seconds, and
+    every run waits for it before it can end: 0.5 s of each command on average. (A deployment's
+    runs, in a worker's processes, keep Prefect's default.)"""
+    if "PREFECT_FLOWS_HEARTBEAT_FREQUENCY" in os.environ:
+        yield
+        return
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        yield
 
 
 def train_command(args: argparse.Namespace, early_server: tuple | None) -> dict:

@@ -4,6 +4,7 @@ import os
 import re
 import sqlite3
 import subprocess
+import sys
 import urllib.request
 from contextlib import closing
 from pathlib import Path
@@ -72,6 +73,23 @@ def test_the_console_script_keeps_exit_codes_and_output(tmp_path):
     assert shown.returncode == 0 and "usage: digitflow" in shown.stdout
     wrong = digitflow(tmp_path, "train", "--epochs", "none")
     assert wrong.returncode == 2 and "invalid positive value: 'none'" in wrong.stderr
+
+
+def test_a_commands_run_has_no_heartbeats_unless_asked(monkeypatch):
+    from prefect.settings import get_current_settings
+
+    from flows.cli import without_heartbeats
+
+    monkeypatch.delenv("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", raising=False)
+    with without_heartbeats():
+        assert get_current_settings().flows.heartbeat_frequency is None
+    assert get_current_settings().flows.heartbeat_frequency == 180  # Prefect's default, outside
+    code = ("from prefect.settings import get_current_settings; from flows.cli import "
+            "without_heartbeats\nwith without_heartbeats(): "
+            "print(get_current_settings().flows.heartbeat_frequency)")
+    asked = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                           env={**os.environ, "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "60"})
+    assert asked.stdout.strip() == "60", asked.stderr  # the person's own setting stands
 
 
 def test_bad_data_fails_with_a_clear_message(tmp_path):
