@@ -218,6 +218,7 @@ class DatasetSink:
         """A new file in today's partition."""
         now = datetime.now(timezone.utc)
         return self.dataset / f"date={now:%Y-%m-%d}" / f"part-{now:%H%M%S}-{run_id[:8]}-{first:08d}.parquet"
+
     def finish(self, tables: list[pa.Table]) -> pa.Table:
         return combine(tables)  # the chunks wrote their parts already
 
