@@ -1,6 +1,7 @@
 """Helpers the tests share (fixtures stay in conftest.py): roots, the commands as a user runs
 them, the Prefect API, pictures."""
 
+import ast
 import io
 import json
 import os
@@ -51,6 +52,18 @@ def end(process: subprocess.Popen, grace: float) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+
+
+def loaded_modules(code: str, watched: set[str], *args: object) -> tuple[list[str], list[str]]:
+    """Run `code` in a new Python from the repository (`args` as sys.argv[1:]): the lines it
+    printed, and which of the `watched` top-level packages it had loaded by its end."""
+    probe = (f"{code}\nimport sys\n"
+             f"print(sorted({{m.split('.')[0] for m in sys.modules}} & {set(watched)!r}))")
+    done = subprocess.run([sys.executable, "-c", probe, *map(str, args)], capture_output=True,
+                          text=True, cwd=REPO, timeout=120)
+    assert done.returncode == 0, done.stderr
+    *printed, last = done.stdout.strip().splitlines()
+    return printed, ast.literal_eval(last)
 
 
 def digitflow_env(root: Path, server_env: dict | None = None, **extra: str) -> dict:

@@ -3,13 +3,11 @@ it matches its .keras file."""
 
 import json
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from support import REPO, encode
+from support import encode, loaded_modules
 from tasks.inference import (
     LIGHT_FILE, RECORD_FILE, ModelFileError, export_light, light_model, load_scoring_model)
 from tasks.modelfiles import model_version
@@ -111,12 +109,9 @@ def test_predict_answers_without_tensorflow_prefect_pandas_or_pydantic(saved, tm
     folder, _ = saved
     picture = tmp_path / "seven.png"
     picture.write_bytes(encode(255 - mnist["x_test"][0]))
-    code = ("import sys; from flows.cli import main; code = main(['predict', sys.argv[1], "
-            "'--model', sys.argv[2]]); heavy = sorted({m.split('.')[0] for m in sys.modules} & "
-            "{'tensorflow', 'keras', 'prefect', 'pandas', 'sklearn', 'pydantic'}); print(code, heavy)")
-    done = subprocess.run([sys.executable, "-c", code, str(picture), str(folder / "one")],
-                          capture_output=True, text=True, cwd=REPO, timeout=120)
-    assert done.returncode == 0, done.stderr
-    line, verdict = done.stdout.strip().splitlines()
+    code = "import sys; from flows.cli import main; print(main(['predict', *sys.argv[1:]]))"
+    (line, exit_code), heavy = loaded_modules(
+        code, {"tensorflow", "keras", "prefect", "pandas", "sklearn", "pydantic"},
+        picture, "--model", folder / "one")
     assert line.startswith(f"{picture}: ") and "confidence" in line
-    assert verdict == "0 []"
+    assert exit_code == "0" and heavy == []
