@@ -388,14 +388,21 @@ def main(argv: list[str] | None = None) -> int:
     else:
         early = None
     if args.command == "score" and not on_dask:
-        from tasks.files import start_readers
+        from tasks.files import READ_AHEAD, read_ahead
 
-        start_readers()  # the reader processes import while this one does
+        # The reader processes start, and read the first files, while this one imports and
+        # Prefect's server starts. A dataset's run skips what was scored before: nothing read ahead.
+        read_ahead(Path.cwd() / args.folder, limit=0 if args.dataset else READ_AHEAD)
     try:
         result = args.handler(args, early)
     except Exception as exc:  # the run failed: say why in one line, exit non-zero
         print(f"digitflow {args.command}: error: {exc}", file=sys.stderr)
         return 1
+    finally:
+        if args.command == "score" and not on_dask:
+            from tasks.files import stop_readers
+
+            stop_readers()  # a failed run's read-ahead is not waited for
     if result is not None:  # predict prints its own lines
         print(json.dumps(result, default=str))
     return 0

@@ -5,6 +5,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import wait
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from tasks.files import list_images
 from tasks.inference import load_scoring_model
 from tasks.score import SCHEMA, DatasetSink, score_files, summarize, write_table
 from tasks.modelfiles import model_version
+from tasks.store import file_sha256
 from support import encode, loaded_modules
 
 
@@ -164,6 +166,7 @@ def test_reading_in_worker_processes_gives_the_same_rows_in_order(tmp_path, mnis
     (tmp_path / "0100.png").write_bytes(b"")  # an error row in the middle keeps its place
     found = list_images(tmp_path)
     parallel = reading.read_images(found)
+    reading.stop_readers()
     monkeypatch.setattr(reading, "PARALLEL_FROM", 10**9)
     serial = reading.read_images(found)
     assert [r[0] for r in parallel] == [r[0] for r in serial]
@@ -171,6 +174,68 @@ def test_reading_in_worker_processes_gives_the_same_rows_in_order(tmp_path, mnis
     assert parallel[100][2] == "empty file"
     for (_, a, _), (_, b, _) in zip(parallel, serial):
         assert (a is None and b is None) or np.array_equal(a, b)
+
+
+def same_rows(got: list[tuple], expected: list[tuple]) -> bool:
+    return all(a[0] == b[0] and a[2] == b[2] and (a[1] is None and b[1] is None or np.array_equal(a[1], b[1]))
+               for a, b in zip(got, expected, strict=True))
+
+
+def test_what_was_read_ahead_is_what_reading_gives_and_a_changed_file_is_read_again(tmp_path, mnist):
+    from tasks import files as reading
+
+    for i in range(reading.PARALLEL_FROM + 50):
+        (tmp_path / f"{i:04d}.png").write_bytes(encode(mnist["x_test"][i]))
+    (tmp_path / "0007.png").write_bytes(b"")
+    found = list_images(tmp_path)
+    try:
+        reading.read_ahead(tmp_path, limit=200)
+        ahead = reading._ahead
+        ahead.listing.join()
+        assert len(ahead.read) == 200  # the first 200 in the flow's order, not the rest
+        batch, _ = ahead.read[found[3].location]
+        batch.result()
+        (tmp_path / "0003.png").write_bytes(encode(mnist["x_test"][1000]))  # changed since
+        os.utime(tmp_path / "0003.png", ns=(1, 1))
+        got = reading.read_images(found)
+        assert not ahead.read  # every result read ahead was taken
+    finally:
+        reading.stop_readers()
+    expected = [reading.read_image(f) for f in found]
+    assert same_rows(got, expected)
+    assert got[7][2] == "empty file" and got[3][0] == file_sha256(tmp_path / "0003.png")
+
+
+def test_a_folder_too_small_for_reader_processes_starts_none(tmp_path, mnist):
+    from tasks import files as reading
+
+    for i in range(5):
+        (tmp_path / f"{i}.png").write_bytes(encode(mnist["x_test"][i]))
+    reading.stop_readers()
+    reading.read_ahead(tmp_path)
+    try:
+        reading._ahead.listing.join()
+        assert reading._pool is None
+        found = list_images(tmp_path)
+        assert same_rows(reading.read_images(found), [reading.read_image(f) for f in found])
+        assert reading._pool is None
+    finally:
+        reading.stop_readers()
+
+
+def test_stopping_the_readers_cancels_the_read_ahead_they_have_not_started(tmp_path, mnist):
+    """A run that fails early (an unwritable output, say) exits without reading the folder."""
+    from tasks import files as reading
+
+    for i in range(20 * reading.AHEAD_BATCH):
+        (tmp_path / f"{i:04d}.png").write_bytes(encode(mnist["x_test"][i]))
+    reading.read_ahead(tmp_path)
+    ahead = reading._ahead
+    reading.stop_readers()
+    batches = {id(future): future for future, _ in ahead.read.values()}.values()
+    wait(batches, timeout=60)  # the pool cancels in its own thread
+    assert len(batches) == 20 and sum(f.cancelled() for f in batches) >= 10
+    assert reading._ahead is None and reading._pool is None
 
 
 def test_incremental_scoring_skips_what_this_model_already_scored(folder, model_path, tmp_path):
