@@ -230,7 +230,7 @@ def read_images(files: list[ImageFile]) -> list[tuple[str | None, np.ndarray | N
     todo = [i for i, result in enumerate(results) if result is None]
     # A Dask worker is a daemonic process, which may not start children: there the cluster's
     # workers are the parallelism.
-    if multiprocessing.current_process().daemon or (_pool is None and len(todo) < PARALLEL_FROM):
+    if multiprocessing.current_process().daemon or len(todo) < PARALLEL_FROM:
         read = [read_image(files[i]) for i in todo]
     else:
         rows = [(files[i].path, files[i].location, files[i].problem) for i in todo]
