@@ -47,6 +47,7 @@ def folder(tmp_path, mnist) -> Path:
     os.symlink(root / "a.png", root / "link-in.png")
     (tmp_path / "elsewhere").mkdir()
     os.symlink(tmp_path / "elsewhere", root / "dir-out")
+    os.symlink(root, root / "sub" / "loop")  # inside the folder: neither listed nor entered
     return root
 
 
