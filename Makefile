@@ -127,7 +127,7 @@ bench: install ## measure training, scoring and learning your digits against bas
 	$(BIN)/python bench/presets.py
 	$(BIN)/python bench/adapt.py
 
-bench-many: install ## score 100,000 scans end to end against the baseline (~90 min, 9 GB of disk)
+bench-many: install ## score 100,000 scans end to end against the baseline (~65 min, 9 GB of disk)
 	$(BIN)/python bench/many_scans.py
 
 clean: ## delete generated artifacts (keeps the verified data and .venv)

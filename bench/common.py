@@ -51,6 +51,12 @@ def bench_root() -> Path:
     return root
 
 
+def train_scoring_model(root: Path) -> None:
+    """The scoring benchmarks' model in `root`: a seed model of 10,000 digits and 2 epochs."""
+    run([str(BIN / "digitflow"), "train", "--limit", "10000", "--epochs", "2"], digitflow_env(root),
+        cwd=root)
+
+
 def digitflow_env(root: Path) -> dict:
     return {"DIGITFLOW_ROOT": str(root), "PREFECT_HOME": str(root / ".prefect"),
             "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from common import BIN, REPO, bench_root, digitflow_env, fixed_costs, prefect_server, run
+from common import (BIN, REPO, bench_root, digitflow_env, fixed_costs, prefect_server, run,
+                    train_scoring_model)
 
 sys.path.insert(0, str(REPO))
 from tasks.demo import make_demo_folder  # noqa: E402
@@ -117,7 +118,7 @@ def main() -> None:
     env = digitflow_env(root)
     with np.load(root / "data" / "raw" / "mnist.npz", allow_pickle=False) as npz:
         x, y = npz["x_test"], npz["y_test"]
-    run([str(BIN / "digitflow"), "train", "--limit", "10000", "--epochs", "2"], env, cwd=root)
+    train_scoring_model(root)
     costs = fixed_costs(env)
     model = json.loads((root / "artifacts" / "models" / "latest.json").read_text())["model_path"]
 
