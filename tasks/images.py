@@ -7,6 +7,7 @@ gives the model something it has never seen; this gives it a digit.
 """
 
 import io
+import math
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -113,13 +114,16 @@ def background(gray: np.ndarray, factor: int = 4) -> np.ndarray:
     Lighting varies slowly, so the opening runs on a 4× smaller copy and is scaled back up.
     """
     h, w = (n // factor * factor for n in gray.shape)
-    small = gray[:h, :w].reshape(h // factor, factor, w // factor, factor).min(axis=(1, 3))
+    # Each block's minimum as the minimum of strided slices: 10× faster than a reshaped
+    # .min(axis=(1, 3)) on a 160-pixel picture, and the same values
+    rows = np.minimum.reduce([gray[i:h:factor, :w] for i in range(factor)])
+    small = np.minimum.reduce([rows[:, j::factor] for j in range(factor)])
     opened = ndimage.grey_opening(small, size=max(4, min(small.shape) // 4))
     # Each small pixel back over its factor × factor block; the few rows and columns the blocks
-    # left over repeat the last ones (one index per axis: cheaper than repeat, repeat and pad)
+    # left over repeat the last ones (a take per axis: cheaper than np.ix_ or repeat and pad)
     rows = np.minimum(np.arange(gray.shape[0]) // factor, opened.shape[0] - 1)
     cols = np.minimum(np.arange(gray.shape[1]) // factor, opened.shape[1] - 1)
-    return opened[np.ix_(rows, cols)]
+    return opened.take(rows, axis=0).take(cols, axis=1)
 
 
 def digit_mask(strokes: np.ndarray, peak: float) -> np.ndarray:
@@ -141,12 +145,32 @@ def thicken(crop: np.ndarray, mask: np.ndarray) -> np.ndarray:
     want = STROKE_FRACTION * max(crop.shape) / 2
     if want < 1.5 or not mask.any():  # a stroke is at least a pixel wide: nothing to widen
         return crop
+    if wide_enough(mask, want - 0.5):
+        return crop
     half_width = np.percentile(ndimage.distance_transform_edt(mask)[mask], 90)
     radius = int(round(want - half_width))
     if radius < 1:
         return crop
     disk = np.hypot(*np.ogrid[-radius:radius + 1, -radius:radius + 1]) <= radius
     return ndimage.grey_dilation(crop, footprint=disk)
+
+
+def wide_enough(mask: np.ndarray, half_width: float) -> bool:
+    """Whether the 90th percentile of the mask's distance transform is over `half_width`, when a
+    square erosion can tell: thicken's answer without the transform on nine scans in ten.
+
+    A pixel that survives erosion by a square of side 2k − 1 is at least k from the background
+    in the chessboard metric, so at least k in the Euclidean one. If the survivors are more than
+    a tenth of the mask, the percentile (at or above the order statistic at 0.9·(n − 1)) is at
+    least k, and k is over `half_width`. Otherwise the transform decides, as it does for a mask
+    with no background at all (SciPy then measures from a pixel outside a corner).
+    """
+    k = math.floor(half_width) + 1
+    n = int(np.count_nonzero(mask))
+    if n == mask.size:
+        return False
+    survivors = mask if k == 1 else ndimage.minimum_filter(mask, size=2 * k - 1, mode="nearest")
+    return int(np.count_nonzero(survivors)) >= n - int(0.9 * (n - 1))
 
 
 def to_mnist(image: Image.Image) -> np.ndarray:

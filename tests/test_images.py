@@ -147,3 +147,37 @@ def test_digit_lands_where_scipys_centre_of_mass_says(mnist):
         box = fit_box(digit[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1] / np.float32(255))
         cy, cx = ndimage.center_of_mass(place_in_canvas(box))
         assert abs(cy - 14) <= 0.5 and abs(cx - 14) <= 0.5
+
+
+@pytest.mark.parametrize("shape", [(65, 65), (160, 123), (97, 160), (130, 131)])
+def test_background_is_the_grey_opening_of_block_minima(shape):
+    from tasks.images import background
+
+    gray = np.random.default_rng(shape[1]).random(shape, dtype=np.float32)
+    h, w = shape[0] // 4 * 4, shape[1] // 4 * 4
+    small = gray[:h, :w].reshape(h // 4, 4, w // 4, 4).min(axis=(1, 3))
+    opened = ndimage.grey_opening(small, size=max(4, min(small.shape) // 4))
+    rows = np.minimum(np.arange(shape[0]) // 4, opened.shape[0] - 1)
+    cols = np.minimum(np.arange(shape[1]) // 4, opened.shape[1] - 1)
+    assert np.array_equal(background(gray), opened[np.ix_(rows, cols)])
+
+
+def test_wide_enough_never_contradicts_the_distance_transform(mnist):
+    from tasks.images import wide_enough
+
+    decided = undecided = 0
+    for i, digit in enumerate(mnist["x_test"][:40]):
+        scale = 2 + i % 5
+        big = np.asarray(Image.fromarray(digit).resize((28 * scale,) * 2, Image.Resampling.BILINEAR))
+        # iterations=0 dilates until nothing changes: a mask with no background at all
+        mask = ndimage.binary_dilation(big > 128, iterations=i % 3)
+        distances = ndimage.distance_transform_edt(mask)[mask]
+        half_width = np.percentile(distances, 90)
+        for threshold in np.unique(np.concatenate([distances[::37], [half_width, half_width - 1e-9],
+                                                   np.arange(0.5, 8, 0.5)])):
+            if wide_enough(mask, float(threshold)):
+                assert half_width > threshold
+                decided += 1
+            else:
+                undecided += 1
+    assert decided > 100 and undecided > 100  # both ways taken: the shortcut is not idle
