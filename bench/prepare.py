@@ -3,9 +3,10 @@
     .venv/bin/python bench/prepare.py FOLDER [MODEL]
 
 Times both on every image under FOLDER (one core, files already read once, twice each, the
-faster pass counted), hashing included. With MODEL and the folder's labels.csv (a folder from
-`digitflow demo-images`), also digitflow's accuracy and time per image at smaller working sizes
-than its 160 pixels: the speed a smaller size would buy, and what it would cost.
+faster pass counted), hashing included, and digitflow's decoding alone. With MODEL and the
+folder's labels.csv (a folder from `digitflow demo-images`), also digitflow's accuracy and time
+per image at smaller working sizes than its 160 pixels: the speed a smaller size would buy, and
+what it would cost.
 """
 
 import csv
@@ -63,8 +64,10 @@ def main() -> None:
     paths = [Path(f.location) for f in files]
     baseline = per_image_ms(lambda p: (file_sha256(p), centred(p)), paths)
     digitflow = per_image_ms(read_image, files)
+    blobs = [path.read_bytes() for path in paths]
+    decoding = per_image_ms(images.decode, blobs)
     print(f"{len(files)} images: careful scorer {baseline:.2f} ms, digitflow {digitflow:.2f} ms "
-          f"per image ({digitflow / baseline:.2f}×)")
+          f"per image ({digitflow / baseline:.2f}×), of which decoding {decoding:.2f} ms")
     if len(sys.argv) > 2:
         accuracy_by_size(folder, sys.argv[2])
 

@@ -116,8 +116,8 @@ def background(gray: np.ndarray, factor: int = 4) -> np.ndarray:
     h, w = (n // factor * factor for n in gray.shape)
     # Each block's minimum as the minimum of strided slices: 10× faster than a reshaped
     # .min(axis=(1, 3)) on a 160-pixel picture, and the same values
-    rows = np.minimum.reduce([gray[i:h:factor, :w] for i in range(factor)])
-    small = np.minimum.reduce([rows[:, j::factor] for j in range(factor)])
+    row_minima = np.minimum.reduce([gray[i:h:factor, :w] for i in range(factor)])
+    small = np.minimum.reduce([row_minima[:, j::factor] for j in range(factor)])
     opened = ndimage.grey_opening(small, size=max(4, min(small.shape) // 4))
     # Each small pixel back over its factor × factor block; the few rows and columns the blocks
     # left over repeat the last ones (a take per axis: cheaper than np.ix_ or repeat and pad)
@@ -145,7 +145,7 @@ def thicken(crop: np.ndarray, mask: np.ndarray) -> np.ndarray:
     want = STROKE_FRACTION * max(crop.shape) / 2
     if want < 1.5 or not mask.any():  # a stroke is at least a pixel wide: nothing to widen
         return crop
-    if wide_enough(mask, want - 0.5):
+    if wide_enough(mask, want - 0.5):  # the radius below would round to 0
         return crop
     half_width = np.percentile(ndimage.distance_transform_edt(mask)[mask], 90)
     radius = int(round(want - half_width))
