@@ -181,3 +181,56 @@ def test_wide_enough_never_contradicts_the_distance_transform(mnist):
             else:
                 undecided += 1
     assert decided > 100 and undecided > 100  # both ways taken: the shortcut is not idle
+
+
+@pytest.mark.parametrize("radius", [0, 1, 2, 4])
+def test_square_is_ndimages_maximum_and_minimum_filter(radius):
+    from tasks.images import square
+
+    rng = np.random.default_rng(radius)
+    for shape in [(1, 1), (3, 7), (40, 33), (9, 160)]:
+        mask = rng.random(shape) < 0.3
+        assert np.array_equal(square(mask, radius, np.logical_or),
+                              ndimage.maximum_filter(mask, size=2 * radius + 1))
+        assert np.array_equal(square(~mask, radius, np.logical_and),
+                              ndimage.minimum_filter(~mask, size=2 * radius + 1, mode="nearest"))
+
+
+def pages(mnist, count: int):
+    """Ink pages as preprocessing sees them: digits of several sizes, some against the edges and
+    corners, some with specks, most with a shadow along one border or another."""
+    rng = np.random.default_rng(1)
+    for i, digit in enumerate(mnist["x_test"][:count]):
+        big = np.asarray(Image.fromarray(digit).resize((28 * (3 + i % 2),) * 2)) / np.float32(255)
+        page = np.zeros((160, 130), dtype=np.float32)
+        top, left = [(0, 0), (160 - big.shape[0], 130 - big.shape[1]), (20, 10)][i % 3]
+        page[top:top + big.shape[0], left:left + big.shape[1]] = big
+        if i % 2:  # specks: the ink's bounding box then spans the picture
+            page[rng.integers(0, 160, 5), rng.integers(0, 130, 5)] = 0.9
+        shadow = [np.s_[40:120, -3:], np.s_[:3, 30:100], np.s_[40:120, :3], np.s_[-3:, 30:100],
+                  np.s_[70:73, 30:100]][i % 5]  # the last touches no edge: it is kept
+        page[shadow] = np.maximum(page[shadow], 0.6)
+        yield page + rng.random(page.shape, dtype=np.float32) * 0.05
+
+
+def test_blurred_peak_is_the_gaussian_filters_maximum(mnist):
+    from tasks.images import blur, blurred_peak
+
+    for strokes in [*pages(mnist, 30), np.random.default_rng(2).random((97, 160), dtype=np.float32)]:
+        blurred = ndimage.gaussian_filter(strokes, 1)
+        assert np.array_equal(blur(strokes), blurred)
+        assert blurred_peak(strokes) == float(blurred.max())
+
+
+def test_digit_mask_is_the_same_as_labelling_the_whole_picture(mnist):
+    from tasks.images import digit_mask
+
+    for strokes in pages(mnist, 30):
+        peak = float(strokes.max())
+        mask = strokes > 0.4 * peak  # the pieces, as labelled over the whole picture
+        labels, count = ndimage.label(mask, structure=np.ones((3, 3)))
+        sizes = np.bincount(labels.ravel())[1:]
+        edge = np.zeros(count + 1, dtype=bool)
+        edge[np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))] = True
+        keep = (sizes >= 0.1 * sizes.max()) & ~(edge[1:] & (sizes < 0.5 * sizes.max()))
+        assert np.array_equal(digit_mask(strokes, peak), np.concatenate([[False], keep])[labels])
