@@ -20,7 +20,7 @@ STROKE_FRACTION = 0.1  # MNIST strokes are about a tenth of the digit's height
 ORIENTATION = 0x0112  # the EXIF tag that says how a photo was held
 SMALL = 64  # up to this size an image is a cut-out digit, not a photo: no lighting to flatten
 # ndimage.gaussian_filter(·, 1)'s weights (radius 4), made once: blur() is that filter without
-# its 13 µs a call of remaking them
+# the 13 µs a call of remaking them (timed on a 9 × 9 array)
 _OFFSETS = np.arange(-4, 5)
 GAUSSIAN = np.exp(-0.5 * _OFFSETS ** 2) / np.exp(-0.5 * _OFFSETS ** 2).sum()
 
@@ -162,7 +162,7 @@ def bounds(mask: np.ndarray) -> tuple[int, int, int, int]:
 def square(mask: np.ndarray, radius: int, combine) -> np.ndarray:
     """`combine` (np.logical_or: dilation, np.logical_and: erosion) over the (2·radius + 1)²
     square around each pixel, the square cut off at the edges: ndimage's maximum_filter and
-    minimum_filter of a boolean mask in modes "reflect" and "nearest", a tenth of their time."""
+    minimum_filter of a boolean mask in modes "reflect" and "nearest", without their overhead."""
     out = mask.copy()
     for turn in (np.asarray, np.transpose):  # down the columns, then along the rows
         before = out.copy()
