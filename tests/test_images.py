@@ -1,13 +1,14 @@
 """Preprocessing: any image file → the 28×28 input MNIST models were trained on."""
 
+import io
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, PngImagePlugin
 from scipy import ndimage
 
 from support import encode
-from tasks.images import ImageError, decode, preprocess
+from tasks.images import ImageError, colour_png, decode, preprocess
 
 
 def scan_of(digit: np.ndarray, scale: int = 8, dark_ink: bool = True, margin: int = 60) -> np.ndarray:
@@ -234,3 +235,47 @@ def test_digit_mask_is_the_same_as_labelling_the_whole_picture(mnist):
         edge[np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))] = True
         keep = (sizes >= 0.1 * sizes.max()) & ~(edge[1:] & (sizes < 0.5 * sizes.max()))
         assert np.array_equal(digit_mask(strokes, peak), np.concatenate([[False], keep])[labels])
+
+
+def colour_pictures(mode: str) -> list[Image.Image]:
+    """Noise, smooth gradients, flat paper and a digit, in odd sizes: rows that PNG's filters
+    (chosen per row by the encoder) treat differently."""
+    rng = np.random.default_rng(len(mode))
+    channels = len(mode)
+    noise = rng.integers(0, 256, (37, 53, channels), dtype=np.uint8)
+    ramp = np.linspace(0, 255, 301 * 7 * channels).astype(np.uint8).reshape(7, 301, channels)
+    flat = np.full((90, 1, channels), 200, dtype=np.uint8)
+    page = np.dstack([scan_of(np.asarray(Image.new("L", (28, 28))) + 9)] * channels)
+    page[40:60, 50:200] = rng.integers(0, 256, (20, 150, channels), dtype=np.uint8)
+    return [Image.fromarray(p, mode) for p in (noise, ramp, flat, page)]
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA"])
+@pytest.mark.parametrize("level", [0, 1, 9])
+def test_colour_pngs_have_pillows_pixels_when_libspng_decodes_them(mode, level):
+    chunks = PngImagePlugin.PngInfo()
+    chunks.add(b"gAMA", (45455).to_bytes(4, "big"))  # a gamma a decoder must not apply
+    chunks.add_text("Software", "a scanner")
+    for picture in colour_pictures(mode):
+        data = encode(picture, compress_level=level, pnginfo=chunks)
+        fast = colour_png(Image.open(io.BytesIO(data)), data)
+        assert fast is not None and fast.mode == mode  # libspng decoded it...
+        assert np.array_equal(np.asarray(fast), np.asarray(picture))  # ...to the file's pixels
+        assert np.array_equal(np.asarray(decode(data)), np.asarray(picture))
+
+
+def test_pngs_libspng_leaves_to_pillow_decode_as_before(mnist):
+    page = Image.fromarray(scan_of(mnist["x_test"][1])).convert("RGB")
+    keyed = encode(page, transparency=(255, 255, 255))  # RGB with a transparent colour
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    turned = encode(page, exif=exif)
+    for data in (keyed, turned, encode(page.convert("L")), encode(page.convert("P"))):
+        assert colour_png(Image.open(io.BytesIO(data)), data) is None
+    assert decode(turned).size == page.size[::-1]  # the orientation still honoured
+    rgba = encode(page.convert("RGBA"))
+    with pytest.raises(ImageError, match="truncated or damaged"):
+        decode(rgba[:len(rgba) // 2])
+    broken = bytearray(rgba)
+    broken[len(broken) // 2] ^= 0xFF  # a flipped byte inside the pixels: libspng refuses it
+    assert colour_png(Image.open(io.BytesIO(bytes(broken))), bytes(broken)) is None
