@@ -289,14 +289,19 @@ def predict_command(args: argparse.Namespace, _early_server: None) -> None:
 
 
 def label_command(args: argparse.Namespace, _early_server: None) -> dict:
-    from tasks.labels import make_span
+    from tasks.labels import NOT_DIGITS, make_span, not_digits
     from tasks.paths import get_paths
 
-    span = make_span(get_paths().labelled, args.folder, labels=args.labels, digit=args.digit,
-                     name=args.span)
+    labelled = get_paths().labelled
+    before = len(not_digits(labelled))
+    span = make_span(labelled, args.folder, labels=args.labels, digit=args.digit, name=args.span)
     print(f"{span.summary()}; the next `digitflow train` learns from it", file=sys.stderr)
+    refused = len(not_digits(labelled)) - before
+    if refused:
+        print(f"{refused} pictures answered 'not a digit' added to {labelled / NOT_DIGITS}: no "
+              "review asks about them again", file=sys.stderr)
     return {"span": span.name, "folder": str(span.folder), "pictures": len(span.files),
-            "by_digit": list(span.counts), "skipped": span.skipped}
+            "by_digit": list(span.counts), "skipped": span.skipped, "not_a_digit": refused}
 
 
 def review_command(args: argparse.Namespace, _early_server: None) -> dict:
@@ -315,7 +320,7 @@ def review_command(args: argparse.Namespace, _early_server: None) -> dict:
 
 
 def labels_command(args: argparse.Namespace, _early_server: None) -> dict:
-    from tasks.labels import list_spans
+    from tasks.labels import NOT_DIGITS, list_spans, not_digits
     from tasks.paths import get_paths
     from tasks.store import read_json  # not via tasks.registry, which imports Prefect
 
@@ -337,7 +342,12 @@ def labels_command(args: argparse.Namespace, _early_server: None) -> dict:
     for name in gone:
         print(f"span {name}: the champion was trained on it, but it is gone; the next retrain "
               f"leaves it out", file=sys.stderr)
-    return {"spans": rows, "gone": gone, "champion": champion.get("model_version")}
+    refused = len(not_digits(paths.labelled))
+    if refused:
+        print(f"{refused} pictures answered 'not a digit', never asked about again "
+              f"({paths.labelled / NOT_DIGITS})", file=sys.stderr)
+    return {"spans": rows, "gone": gone, "champion": champion.get("model_version"),
+            "not_digits": refused}
 
 
 def models_command(args: argparse.Namespace, _early_server: None) -> dict:

@@ -8,6 +8,7 @@ picture between the user's test set and training.
 """
 
 import csv
+import fcntl
 import hashlib
 import io
 import json
@@ -18,6 +19,7 @@ import time
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
@@ -29,7 +31,7 @@ import pyarrow.parquet as pq
 
 from tasks.files import EXTENSIONS, ImageFile, display_name, iter_images, list_images, read_images
 from tasks.mnist import IMAGE_SHAPE
-from tasks.store import TICK_NS, atomic_path, content_key, file_sha256, stamp, write_json
+from tasks.store import TICK_NS, atomic_path, content_key, file_sha256, stamp, write_bytes, write_json
 
 MANIFEST = "span.json"
 FILES = "files.parquet"  # the span's file records, beside span.json (older spans: inside it)
@@ -37,7 +39,10 @@ LABELS_CSV = "labels.csv"
 DIGITS = tuple(str(d) for d in range(10))
 SPLITS = ("train", "test")
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
-NOT_LABELLED = frozenset({"", "skip", "not a digit"})  # label cells a labelling tool leaves
+NOT_A_DIGIT = "not a digit"
+NOT_LABELLED = frozenset({"", "skip", NOT_A_DIGIT})  # label cells a labelling tool leaves
+# Beside the spans: the pictures a person answered "not a digit", which no review asks about again
+NOT_DIGITS = "not-digits.csv"
 CHUNK = 4096  # pictures decoded at a time: bounds memory on 100,000 pictures
 SHOWN = 5  # paths named in a message before "and N more"
 TO_FIX_CHANGED = ("A span is immutable once taken in; put new or corrected pictures in a new span "
@@ -50,6 +55,51 @@ class LabelError(ValueError):
 
 class SpanChanged(LabelError):
     """A span whose files are no longer what was taken in."""
+
+
+@contextmanager
+def spans_locked(labelled: Path):
+    """One writer at a time between checking what `labelled` holds and adding to it: two reviews
+    of one queue then never label a picture twice (flock on the folder: no lock file)."""
+    labelled.mkdir(parents=True, exist_ok=True)
+    fd = os.open(labelled, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _not_digit_rows(labelled: Path) -> list[dict]:
+    try:
+        text = (labelled / NOT_DIGITS).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    return [row for row in csv.DictReader(io.StringIO(text)) if row.get("sha256")]
+
+
+def not_digits(labelled: Path) -> dict[str, str]:
+    """sha256 → path of every picture a person answered "not a digit". Deleting a line of the
+    file has that picture asked about again."""
+    return {row["sha256"]: row["path"] for row in _not_digit_rows(labelled)}
+
+
+def remember_not_digits(labelled: Path, pictures: dict[str, str], answered_in: str) -> int:
+    """Add sha256 → path pairs to NOT_DIGITS, rewritten whole (temp file and rename); how many
+    were new. `answered_in` says where the answers came from. Call under spans_locked."""
+    rows = _not_digit_rows(labelled)
+    known = {row["sha256"] for row in rows}
+    when = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    new = [{"sha256": sha, "path": path, "answered_at": when, "answered_in": answered_in}
+           for sha, path in sorted(pictures.items(), key=lambda item: item[1]) if sha not in known]
+    if new:
+        out = io.StringIO()
+        writer = csv.DictWriter(out, ["sha256", "path", "answered_at", "answered_in"],
+                                lineterminator="\n", extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows + new)
+        write_bytes(labelled / NOT_DIGITS, out.getvalue().encode())
+    return len(new)
 
 
 def split_of(sha256: str) -> str:
@@ -214,9 +264,11 @@ def parse_label(cell: str, where: str) -> int | None:
                      "cell empty (or 'skip') to leave the picture out")
 
 
-def read_labels_csv(labels: Path, folder: Path) -> tuple[list[_Pick], list[str]]:
-    """The labelled rows of a path,label CSV about pictures under `folder`, and the paths of the
-    rows left unlabelled. Refuses rows that name no picture there or give no digit."""
+def read_labels_csv(labels: Path,
+                    folder: Path) -> tuple[list[_Pick], list[str], dict[str, Path]]:
+    """The labelled rows of a path,label CSV about pictures under `folder`, the paths of the rows
+    left unlabelled, and the pictures answered "not a digit" (path → file; those that are there).
+    Refuses rows that name no picture there or give no digit."""
     try:
         text = labels.read_text(encoding="utf-8-sig")  # a spreadsheet's byte-order mark is no column
     except (OSError, UnicodeDecodeError) as exc:
@@ -231,7 +283,7 @@ def read_labels_csv(labels: Path, folder: Path) -> tuple[list[_Pick], list[str]]
     inside = folder.resolve()
     picks: dict[str, _Pick] = {}
     lines: dict[str, int] = {}
-    unlabelled = []
+    unlabelled, refused = [], {}
     for row in reader:
         line = reader.line_num
         if not any(cell.strip() for cell in row):
@@ -240,13 +292,17 @@ def read_labels_csv(labels: Path, folder: Path) -> tuple[list[_Pick], list[str]]
         where = f"{labels} line {line}"
         path = cells[path_at].strip()
         label = parse_label(cells[label_at], f"{where} ({path})")
-        if label is None:
-            unlabelled.append(path)
-            continue
         pure = PurePosixPath(path)
         location = folder / pure
-        if not path or pure.is_absolute() or ".." in pure.parts \
-                or not location.resolve().is_relative_to(inside):
+        inside_folder = bool(path) and not pure.is_absolute() and ".." not in pure.parts \
+            and location.resolve().is_relative_to(inside)
+        if label is None:
+            unlabelled.append(path)
+            if cells[label_at].strip().lower() == NOT_A_DIGIT and inside_folder \
+                    and location.is_file():
+                refused[pure.as_posix()] = location
+            continue
+        if not inside_folder:
             raise LabelError(f"{where}: path {path!r} is not a picture inside {folder}")
         if pure.suffix.lower() not in EXTENSIONS:
             raise LabelError(f"{where}: {path} is not an image file digitflow reads "
@@ -259,7 +315,7 @@ def read_labels_csv(labels: Path, folder: Path) -> tuple[list[_Pick], list[str]]
                              f"{picks[key].label}; keep one row")
         lines.setdefault(key, line)
         picks.setdefault(key, _Pick(location, key, label, f"{path} ({where})"))
-    return list(picks.values()), unlabelled
+    return list(picks.values()), unlabelled, refused
 
 
 def _record_files(folder: Path, entries: list[tuple[str, int]]) -> Rows:
@@ -330,11 +386,15 @@ def make_span(labelled: Path, source: Path, *, labels: Path | None = None,
         skipped = len(images) - len(picks)  # symbolic links leading outside the folder
         layout = "digits"
     else:
-        picks, unlabelled = read_labels_csv(labels, source)
+        picks, unlabelled, refused = read_labels_csv(labels, source)
         skipped = len(unlabelled)
         layout = "csv"
     if not picks:
         found = f"all {skipped} pictures or rows are unlabelled" if skipped else "no image files"
+        if layout == "csv" and refused:
+            _remember(labelled, refused, labels)
+            found += (f" ({len(refused)} answered {NOT_A_DIGIT!r}, which no review will ask "
+                      f"about again: {labelled / NOT_DIGITS})")
         raise LabelError(f"no usable picture in {source}: {found}")
     hashes = [file_sha256(p.location) for p in picks]
     taken, batch = defaultdict(list), pa.array(hashes)
@@ -345,7 +405,17 @@ def make_span(labelled: Path, source: Path, *, labels: Path | None = None,
             for f in Rows(same, SpanFile):
                 taken[f.sha256].append((f"{f.path} in span {status.name}", f.label))
     _refuse_conflicts(picks, hashes, taken)
-    return _build_span(labelled, name, layout, picks, hashes, skipped)
+    span = _build_span(labelled, name, layout, picks, hashes, skipped)
+    if layout == "csv" and refused:
+        _remember(labelled, refused, labels)
+    return span
+
+
+def _remember(labelled: Path, refused: dict[str, Path], labels: Path) -> None:
+    """A labels CSV's "not a digit" answers, kept once the command has done the rest."""
+    with spans_locked(labelled):
+        remember_not_digits(labelled, {file_sha256(f): path for path, f in refused.items()},
+                            f"labels CSV {labels}")
 
 
 def _build_span(labelled: Path, name: str, layout: str, picks: list[_Pick], hashes: list[str],
@@ -454,7 +524,7 @@ def _take_in_by_hand(folder: Path) -> Span:
                          f"a {LABELS_CSV}, so its labels are ambiguous: keep one way, remove "
                          f"{LABELS_CSV} or move the pictures out of the digit folders")
     if has_csv:
-        picks, _ = read_labels_csv(folder / LABELS_CSV, folder)
+        picks, _, _ = read_labels_csv(folder / LABELS_CSV, folder)
         entries = [(p.path, p.label) for p in picks]
         given = {p.path for p in picks}
         unlabelled = tuple(p for p in paths if p not in given)

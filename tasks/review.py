@@ -2,33 +2,32 @@
 
 The queue comes from a prediction table or dataset (tasks/score.py's SCHEMA): the rows the model
 flagged (`review`), least confident first, one per picture (sha256), leaving out pictures a span
-already holds. A person answers either in the Prefect UI (a form on the paused review run) or in
-a CSV (`export_queue`, filled in any tool, taken back by `make_span`); both end in `make_span`,
-which writes a whole span or nothing.
+already holds and pictures a person answered "not a digit" (tasks.labels.NOT_DIGITS). A person
+answers either in the Prefect UI (a form on the paused review run) or in a CSV (`export_queue`,
+filled in any tool, taken back by `make_span`); both end in `make_span`, which writes a whole
+span or nothing.
 
 Importing this module loads neither Prefect nor TensorFlow: the form's RunInput is built inside
 `labels_form`, so the command line can export a queue without starting either.
 """
 
 import csv
-import fcntl
 import io
-import os
 import tempfile
 from collections import Counter
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
 import pandas as pd
 
-from tasks.labels import DIGITS, LabelError, Span, check_name, list_spans, make_span
+from tasks.labels import (DIGITS, NOT_A_DIGIT, NOT_DIGITS, LabelError, Span, check_name,
+                          list_spans, make_span, not_digits, remember_not_digits, spans_locked)
 from tasks.mnist import NUM_CLASSES
 from tasks.store import file_sha256, write_bytes
 
 PROB_COLUMNS = [f"prob_{d}" for d in range(NUM_CLASSES)]  # as tasks.score's (which loads Keras)
-NOT_A_DIGIT, SKIP = "not a digit", "skip"
+SKIP = "skip"
 CHOICES = (*DIGITS, NOT_A_DIGIT, SKIP)
 QUEUE_COLUMNS = ["path", "sha256", "label", "confidence", *PROB_COLUMNS, "model_version",
                  "scored_at", "top3"]
@@ -97,7 +96,7 @@ def unchanged(folder: Path, row) -> str | None:
 def review_queue(source: Path, labelled: Path, limit: int,
                  folder: Path | None = None) -> pd.DataFrame:
     """The flagged `ok` rows of `source`, least confident first, one per picture, none already
-    in a span, at most `limit`.
+    in a span or answered "not a digit", at most `limit`.
 
     A picture scored several times (model versions, runs) counts by its most recent row. A table
     without a `review` column (scored before the flag existed) gives its least confident rows.
@@ -123,6 +122,11 @@ def review_queue(source: Path, labelled: Path, limit: int,
     waiting = flagged[~flagged["sha256"].isin(taken)]
     if len(waiting) < len(flagged):
         notes.append(f"{len(flagged) - len(waiting)} pictures to review are already in a span")
+    refused = set(not_digits(labelled))
+    if (answered := int(flagged["sha256"].isin(refused).sum())):
+        waiting = waiting[~waiting["sha256"].isin(refused)]
+        notes.append(f"{answered} pictures to review were answered {NOT_A_DIGIT!r} "
+                     f"before; to be asked again, delete their lines in {labelled / NOT_DIGITS}")
     waiting = waiting.sort_values(["confidence", "path"], kind="stable")
     if folder is not None:  # pass over what is gone, until `limit` are found
         kept = []
@@ -177,8 +181,8 @@ def picture_markdown(row, folder: Path) -> str:
 
 
 HOW_TO = ("Pick the digit each picture shows. **skip** (the default) leaves a picture in the "
-          "queue for later; **not a digit** leaves it out of training. On Submit the labelled "
-          "pictures become a new span of your digits.")
+          "queue for later; **not a digit** leaves it out of training and of every later review. "
+          "On Submit the labelled pictures become a new span of your digits.")
 
 
 def labels_form(queue: pd.DataFrame, folder: Path) -> type:
@@ -228,19 +232,6 @@ class ReviewResult:
                 "message": self.message}
 
 
-@contextmanager
-def spans_locked(labelled: Path):
-    """One review at a time between checking what the spans hold and adding a span: two review
-    runs over one queue then never label a picture twice (flock on the folder: no lock file)."""
-    labelled.mkdir(parents=True, exist_ok=True)
-    fd = os.open(labelled, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
-
-
 def chosen_labels(answers: dict, queue: pd.DataFrame) -> dict[int, str]:
     """Row → choice, refusing an answer the form could not have given."""
     names = {field_name(i): i for i in range(len(queue))}
@@ -259,22 +250,26 @@ def answers_to_span(answers: dict, queue: pd.DataFrame, folder: Path, labelled: 
 
     Left out, each with a message: pictures deleted or changed while the run waited, and
     pictures a span took in meanwhile (another review of the same queue). Nothing labelled (all
-    "skip" or "not a digit") makes no span.
+    "skip" or "not a digit") makes no span. Pictures answered "not a digit" are remembered
+    (tasks.labels.NOT_DIGITS): no later review asks about them.
     """
     chosen = chosen_labels(answers, queue)
     result = ReviewResult(None)
     result.skipped = len(queue) - sum(v != SKIP for v in chosen.values())
     result.not_a_digit = sum(v == NOT_A_DIGIT for v in chosen.values())
-    picks = {}
+    picks, refused = {}, {}
     for i, choice in sorted(chosen.items()):
-        if choice in DIGITS:
+        if choice != SKIP:
             row = next(queue.iloc[[i]].itertuples())
-            if (why := unchanged(folder, row)) is None:
-                picks[row.path] = (row.sha256, int(choice))
-            else:
+            if (why := unchanged(folder, row)) is not None:
                 result.left_out.append(why)
-    if picks:
+            elif choice == NOT_A_DIGIT:
+                refused[row.sha256] = row.path
+            else:
+                picks[row.path] = (row.sha256, int(choice))
+    if picks or refused:
         with spans_locked(labelled):
+            remember_not_digits(labelled, refused, f"review {name}")
             taken = labelled_hashes(labelled)
             for path, (sha, _) in list(picks.items()):
                 if sha in taken:

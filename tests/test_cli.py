@@ -156,9 +156,19 @@ def test_label_train_and_list_spans_as_a_user_does(tmp_path, mnist_npz, mnist):
     refused = digitflow(root, "label", sevens, "--labels", bad)
     assert refused.returncode == 1 and "line 2" in refused.stderr and "11" in refused.stderr
 
+    # A queue CSV with a digit and a picture that shows none: the span, and the other remembered
+    pictures = tmp_path / "inbox"
+    write_pngs(pictures, mnist["x_test"][mnist["y_test"] == 3][:2], invert=True, size=96)
+    answered = tmp_path / "answered.csv"
+    answered.write_text("path,sha256,top3,label\n00000.png,,,3\n00001.png,,,not a digit\n")
+    made = last_json(digitflow(root, "label", pictures, "--labels", answered, "--span", "threes"))
+    assert (made["pictures"], made["not_a_digit"]) == (1, 1)
+
     listed = last_json(digitflow(root, "labels"))
-    assert [(s["span"], s["in_champion"]) for s in listed["spans"]] == [("my-sevens", False)]
+    assert [(s["span"], s["in_champion"]) for s in listed["spans"]] == \
+        [("my-sevens", False), ("threes", False)]
+    assert listed["not_digits"] == 1
     trained = last_json(digitflow(root, "train", "--limit", "2000", "--epochs", "1"))
-    assert trained["spans"] == ["my-sevens"] and trained["promoted"]
+    assert trained["spans"] == ["my-sevens", "threes"] and trained["promoted"]
     listed = last_json(digitflow(root, "labels"))
     assert listed["spans"][0]["in_champion"] and listed["champion"] == trained["model_version"]

@@ -127,6 +127,18 @@ def test_make_span_from_a_csv_takes_labelled_rows_only(tmp_path, labelled):
     rows = list(csv.reader(open(labelled / "review" / "labels.csv")))
     assert rows == [["path", "label"], ["p0.png", "0"], ["p4.png", "4"], ["p5.png", "5"]]
     assert take_in(labelled / "review") == span
+    # "Not a digit" is remembered, so that no review asks about p3.png again
+    assert labels.not_digits(labelled) == {labels.file_sha256(src / "p3.png"): "p3.png"}
+
+
+def test_a_csv_of_non_digits_only_makes_no_span_but_is_remembered(tmp_path, labelled):
+    src = source(tmp_path / "junk", {f"p{i}.png": digit_png(i) for i in range(3)})
+    csv_path = write_csv(tmp_path / "junk.csv", [["p0.png", "not a digit"], ["p1.png", "skip"],
+                                                 ["gone.png", "not a digit"]])
+    with pytest.raises(LabelError, match="1 answered 'not a digit', which no review will ask"):
+        make_span(labelled, src, labels=csv_path, name="junk")
+    assert labels.not_digits(labelled) == {labels.file_sha256(src / "p0.png"): "p0.png"}
+    assert list_spans(labelled) == []  # the file beside the spans is no span
 
 
 def test_default_name_is_the_source_and_utc_time(labelled, sevens):

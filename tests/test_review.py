@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from support import loaded_modules, write_pngs
-from tasks.labels import list_spans, make_span, take_in
+from tasks.labels import NOT_DIGITS, list_spans, make_span, not_digits, take_in
 from tasks.review import (CHOICES, ReviewError, answers_to_span, export_queue, field_name,
                           form_description, labels_form, review_locations, review_queue)
 from tasks.store import file_sha256
@@ -207,6 +207,28 @@ def test_digits_become_a_span_and_skips_and_non_digits_stay_out(table, folder, l
     assert (result.skipped, result.not_a_digit, result.left_out) == (1, 1, [])
     assert {f.path: f.label for f in take_in(labelled / "mine").files} == {"d.png": 3, "a.png": 7}
     assert result.message.startswith("span mine: 2 of 4 pictures labelled")
+
+
+def test_a_picture_answered_not_a_digit_is_never_asked_about_again(table, folder, labelled):
+    queue = review_queue(table, labelled, limit=24)
+    assert list(queue["path"][:2]) == ["d.png", "c.png"]
+    result = answers_to_span({"pic_000": "not a digit", "pic_001": "skip"}, queue, folder,
+                             labelled, "junk")
+    assert result.span is None and (result.not_a_digit, result.skipped) == (1, 3)
+    assert not_digits(labelled) == {file_sha256(folder / "d.png"): "d.png"}
+    again = review_queue(table, labelled, limit=24)
+    assert "d.png" not in set(again["path"]) and "c.png" in set(again["path"])
+    assert any("answered 'not a digit' before" in note for note in again.attrs["notes"])
+    # The same answer twice, and another picture's, keep one line each
+    answers_to_span({"pic_000": "not a digit"}, again, folder, labelled, "junk-2")
+    answers_to_span({"pic_000": "not a digit"}, queue, folder, labelled, "junk-3")
+    lines = (labelled / NOT_DIGITS).read_text().splitlines()
+    assert lines[0] == "sha256,path,answered_at,answered_in" and len(lines) == 3
+    assert lines[2].endswith(",review junk-2")
+    # A person who changes their mind deletes the line: the picture is queued again
+    (labelled / NOT_DIGITS).write_text("\n".join(lines[:2]) + "\n")
+    assert "c.png" in set(review_queue(table, labelled, limit=24)["path"])
+    assert "d.png" not in set(review_queue(table, labelled, limit=24)["path"])
 
 
 def test_every_answer_on_skip_makes_no_span(table, folder, labelled):
