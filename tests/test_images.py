@@ -8,7 +8,7 @@ from PIL import Image, PngImagePlugin
 from scipy import ndimage
 
 from support import encode
-from tasks.images import ImageError, colour_png, decode, preprocess
+from tasks.images import ImageError, colour_png, decode, palette_gray, preprocess
 
 
 def scan_of(digit: np.ndarray, scale: int = 8, dark_ink: bool = True, margin: int = 60) -> np.ndarray:
@@ -279,3 +279,16 @@ def test_pngs_libspng_leaves_to_pillow_decode_as_before(mnist):
     broken = bytearray(rgba)
     broken[len(broken) // 2] ^= 0xFF  # a flipped byte inside the pixels: libspng refuses it
     assert colour_png(Image.open(io.BytesIO(bytes(broken))), bytes(broken)) is None
+
+
+@pytest.mark.parametrize("fmt", ["GIF", "PNG", None])
+def test_palette_gray_is_pillows_conversion(fmt):
+    rng = np.random.default_rng(5)
+    for colours in (1, 2, 16, 100, 256):  # indices past a short palette included
+        for width in (1, 3, 300):
+            image = Image.fromarray(rng.integers(0, 256, (7, width), dtype=np.uint8), "P")
+            image.putpalette(rng.integers(0, 256, 3 * colours, dtype=np.uint8).tobytes())
+            if fmt:
+                image = decode(encode(image, fmt))
+            assert image.mode == "P"
+            assert np.array_equal(np.asarray(palette_gray(image)), np.asarray(image.convert("L")))
