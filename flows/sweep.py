@@ -48,14 +48,14 @@ def sweep_digits(
     # Load
     dataset = load_mnist(paths=paths, data=settings.data,
                          allow_unverified=settings.allow_unverified_data)
-    yours = take_in_labels(paths=paths, refresh=settings.no_cache)  # the gate measures on it too
+    yours = take_in_labels(paths=paths, refresh=settings.no_cache)
     # Prepare
     normalized = normalize(paths=paths, dataset=dataset, limit=settings.limit,
                            refresh=settings.no_cache)
-    # Train every trial; compare them on validation accuracy only
+    # Train every trial on MNIST and your training pictures; compare them on validation only
     grid = trial_grid(settings.hidden, settings.batch_sizes, settings.learning_rates, settings.epochs)
     trials = [f.result() for f in train_trial.map(
-        paths=unmapped(paths), normalized=unmapped(normalized), trial=grid,
+        paths=unmapped(paths), normalized=unmapped(normalized), yours=unmapped(yours), trial=grid,
         seed=unmapped(settings.seed), refresh=unmapped(settings.no_cache))]
     table = record_trials(paths=paths, trials=trials, sweep_id=str(flow_run.id)[:8])
     best = best_trial(trials)

@@ -1,5 +1,8 @@
 """Hyper-parameter trials of the tutorial's dense network, compared on the validation split only.
 
+Each trial fits what `digitflow train` fits: MNIST's training images and, if there are spans,
+your training pictures beside them (tasks.yours.training_mix); validation is MNIST's split.
+
 Each trial is one grid point trained in its own task, so a Dask cluster runs them side by side.
 Trials are cached steps like training: a sweep killed half-way reruns only the unfinished ones.
 The test set is touched once, by the flow, for the best trial.
@@ -19,9 +22,10 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.modelfiles import model_version, save_model
 from tasks.paths import Paths
-from tasks.records import Normalized, TrainedModel, Trial
+from tasks.records import Normalized, TrainedModel, Trial, YourDigits
 from tasks.settings import parse_hidden
 from tasks.store import cached_step, code_version, content_key, write_bytes, write_parquet
+from tasks.yours import training_mix
 
 VALIDATION_SPLIT = 0.2  # the tutorial's
 
@@ -34,8 +38,10 @@ def trial_grid(hidden: list[str], batch_sizes: list[int], learning_rates: list[f
                                                                  learning_rates, epochs))]
 
 
-def fit_trial(x: np.ndarray, y: np.ndarray, trial: dict, seed: int, log: Callable[[str], None]):
-    """(model, history) of one trial; deterministic for a given seed."""
+def fit_trial(x: np.ndarray, y: np.ndarray, trial: dict, seed: int, log: Callable[[str], None],
+              validation: tuple[np.ndarray, np.ndarray] | None = None):
+    """(model, history) of one trial; deterministic for a given seed. Without `validation` the
+    last rows of x validate, as Keras's validation_split does."""
     import keras  # here: importing this module (the flow does) must not load TensorFlow
 
     from tasks.fit import fit
@@ -44,26 +50,32 @@ def fit_trial(x: np.ndarray, y: np.ndarray, trial: dict, seed: int, log: Callabl
     keras.utils.set_random_seed(seed)
     model = build_dense(parse_hidden(trial["hidden"]), trial["learning_rate"], seed)
     history = fit(model, x, y, epochs=trial["epochs"], batch_size=trial["batch_size"],
-                  validation_split=VALIDATION_SPLIT, seed=seed, xla=True, log=log)
+                  validation_split=VALIDATION_SPLIT, seed=seed, xla=True, log=log,
+                  validation=validation)
     return model, history
 
 
-def trained_trial(paths: Paths, normalized: Normalized, trial: dict, seed: int, refresh: bool,
-                  log: Callable[[str], None] = print) -> Trial:
+def trained_trial(paths: Paths, normalized: Normalized, yours: YourDigits | None, trial: dict,
+                  seed: int, refresh: bool, log: Callable[[str], None] = print) -> Trial:
     settings = {k: v for k, v in trial.items() if k != "trial"}
-    key = content_key("trial", normalized.key, settings, seed,
-                      code_version("tasks.models", "tasks.fit", "tasks.modelfiles", __name__))
+    data_key = normalized.key if yours is None else [normalized.key, yours.key]
+    key = content_key("trial", data_key, settings, seed,
+                      code_version("tasks.models", "tasks.fit", "tasks.modelfiles", "tasks.yours",
+                                   __name__))
 
     def produce() -> tuple[dict[str, Path], dict]:
         with np.load(normalized.arrays, allow_pickle=False) as npz:
-            x, y = npz["x_train"], npz["y_train"]
+            mnist = npz["x_train"], npz["y_train"]
+        train, validation, times = training_mix(mnist, yours, VALIDATION_SPLIT, seed)
         started = time.perf_counter()
-        model, history = fit_trial(x, y, trial, seed, log)
+        model, history = fit_trial(*train, trial, seed, log, validation=validation)
         seconds = time.perf_counter() - started
         last = history.iloc[-1]
         return save_model(model, history, paths.sweeps / "trials" / key), {
             "key": key, "version": model_version(model), "preset": None,
-            "architecture": f"dense {trial['hidden']}", "train_images": int(len(x)),
+            "architecture": f"dense {trial['hidden']}",
+            "train_images": len(mnist[0]) + (yours.train_images if yours else 0),
+            "spans": list(yours.spans) if yours else [], "your_repeats": times,
             "params": int(model.count_params()), "epochs_run": int(len(history)),
             "fit_seconds": round(seconds, 2),
             "fit_settings": {**settings, "validation_split": VALIDATION_SPLIT, "seed": seed,
@@ -107,9 +119,10 @@ def registered_trial(paths: Paths, trial: Trial) -> TrainedModel:
 
 
 @task(name="train-trial", cache_policy=NO_CACHE, task_run_name="train-trial-{trial[trial]}")
-def train_trial(paths: Paths, normalized: Normalized, trial: dict, seed: int, refresh: bool) -> Trial:
+def train_trial(paths: Paths, normalized: Normalized, yours: YourDigits | None, trial: dict,
+                seed: int, refresh: bool) -> Trial:
     logger = get_run_logger()
-    done = trained_trial(paths, normalized, trial, seed, refresh, log=logger.info)
+    done = trained_trial(paths, normalized, yours, trial, seed, refresh, log=logger.info)
     logger.info("trial %d %s: val accuracy %.4f%s", done.number, trial, done.val_accuracy,
                 " (cached)" if done.trained.step.cached else "")
     return done

@@ -16,6 +16,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from tasks.records import EvaluationSet, YourDigits
+from tasks.store import write_manifest
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
@@ -132,6 +135,22 @@ def encode(image: Image.Image | np.ndarray, fmt: str = "PNG", **options) -> byte
     out = io.BytesIO()
     image.save(out, fmt, **options)
     return out.getvalue()
+
+
+def yours_with(folder: Path, n: int) -> YourDigits:
+    """Your digits as training takes them in: n training pictures of one stroke (labels 0–9 in
+    turn) and 2 test pictures, as arrays under `folder`, from span "s"."""
+    x = np.zeros((n, 28, 28), dtype=np.float32)
+    x[:, 10:18, 12:16] = 0.5  # a stroke with a margin: shifting moves it, never cuts it
+    y = np.arange(n, dtype=np.uint8) % 10
+    files = {}
+    for name, array in (("x_train", x), ("y_train", y), ("x_test", x[:2]), ("y_test", y[:2])):
+        files[name] = folder / f"{name}.npy"
+        np.save(files[name], array)
+    step = write_manifest(folder / "m.json", files, {})
+    test = EvaluationSet("yours", "fp", "k", files["x_test"], files["y_test"])
+    return YourDigits(key="k", spans=("s",), train_images=n, test_images=2, summaries=(),
+                      conflicts=(), broken=(), test_set=test, step=step)
 
 
 def write_pngs(folder: Path, digits: np.ndarray, name: str = "{i:05d}.png",

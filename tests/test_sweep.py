@@ -3,9 +3,12 @@
 import numpy as np
 import pytest
 
-from tasks.records import StepRecord, TrainedModel, Trial
+from support import yours_with
+from tasks.paths import Paths
+from tasks.records import Normalized, StepRecord, TrainedModel, Trial
 from tasks.settings import SweepSettings, parse_hidden
-from tasks.sweep import best_trial, fit_trial, trial_grid, trials_table
+from tasks.store import write_manifest
+from tasks.sweep import best_trial, fit_trial, trained_trial, trial_grid, trials_table
 
 
 def test_hidden_sizes_parse_and_bad_ones_say_how_to_write_them():
@@ -57,3 +60,21 @@ def test_a_trial_is_the_seed_network_with_other_sizes_and_is_deterministic():
     again, history_again = fit_trial(x, y, trial, seed=3, log=lambda _: None)
     assert history.equals(history_again)
     assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), again.get_weights()))
+
+
+def test_a_trial_learns_from_your_spans_as_training_does(tmp_path):
+    rng = np.random.default_rng(1)
+    arrays = tmp_path / "normalized.npz"
+    np.savez(arrays, x_train=rng.random((300, 28, 28), dtype=np.float32),
+             y_train=rng.integers(0, 10, 300).astype(np.uint8))
+    normalized = Normalized("n", write_manifest(tmp_path / "n.json", {"arrays": arrays}, {}))
+    yours = yours_with(tmp_path, 20)
+    trial = {"trial": 0, "hidden": "16", "batch_size": 32, "learning_rate": 1e-3, "epochs": 1}
+    quiet = {"log": lambda _: None}
+    alone = trained_trial(Paths(tmp_path / "a"), normalized, None, trial, 3, False, **quiet)
+    mixed = trained_trial(Paths(tmp_path / "b"), normalized, yours, trial, 3, False, **quiet)
+    assert (alone.trained.spans, alone.trained.train_images) == ((), 300)
+    # 240 of MNIST's rows fit: your 20 are repeated to about a tenth of the rows
+    assert (mixed.trained.spans, mixed.trained.train_images) == (("s",), 320)
+    assert mixed.trained.step.info["your_repeats"] == 2
+    assert mixed.trained.version != alone.trained.version

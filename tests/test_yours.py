@@ -6,11 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from support import write_pngs
+from support import write_pngs, yours_with
 from tasks.labels import LabelError
 from tasks.paths import Paths
-from tasks.records import EvaluationSet, YourDigits
-from tasks.store import write_manifest
 from tasks.yours import MAX_REPEAT, repeats, split_validation, training_mix, your_digits
 
 
@@ -26,20 +24,6 @@ def test_the_split_is_keras_validation_split():
     x, y = np.arange(10), np.arange(10)
     (xt, _), (xv, _) = split_validation(x, y, 0.2)
     assert list(xt) == list(range(8)) and list(xv) == [8, 9]
-
-
-def yours_with(tmp_path, n: int) -> YourDigits:
-    x = np.zeros((n, 28, 28), dtype=np.float32)
-    x[:, 10:18, 12:16] = 0.5  # a stroke with a margin: shifting moves it, never cuts it
-    y = np.arange(n, dtype=np.uint8) % 10
-    files = {}
-    for name, array in (("x_train", x), ("y_train", y), ("x_test", x[:2]), ("y_test", y[:2])):
-        files[name] = tmp_path / f"{name}.npy"
-        np.save(files[name], array)
-    step = write_manifest(tmp_path / "m.json", files, {})
-    test = EvaluationSet("yours", "fp", "k", files["x_test"], files["y_test"])
-    return YourDigits(key="k", spans=("s",), train_images=n, test_images=2, summaries=(),
-                      conflicts=(), broken=(), test_set=test, step=step)
 
 
 def test_without_spans_the_mix_is_mnist_exactly():
