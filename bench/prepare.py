@@ -3,18 +3,22 @@
     .venv/bin/python bench/prepare.py FOLDER [MODEL]
 
 Times both on every image under FOLDER (one core, files already read once, twice each, the
-faster pass counted), hashing included, and digitflow's decoding alone. With MODEL and the
+faster pass counted), hashing included, and digitflow's decoding alone; then the same per kind of
+file (format and Pillow mode), where the two differ most. With MODEL and the
 folder's labels.csv (a folder from `digitflow demo-images`), also digitflow's accuracy and time
 per image at smaller working sizes than its 160 pixels: the speed a smaller size would buy, and
 what it would cost.
 """
 
 import csv
+import io
 import sys
 import time
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -68,6 +72,19 @@ def main() -> None:
     decoding = per_image_ms(images.decode, blobs)
     print(f"{len(files)} images: careful scorer {baseline:.2f} ms, digitflow {digitflow:.2f} ms "
           f"per image ({digitflow / baseline:.2f}×), of which decoding {decoding:.2f} ms")
+    kinds = defaultdict(list)
+    for file, path, blob in zip(files, paths, blobs):
+        try:
+            with Image.open(io.BytesIO(blob)) as image:
+                kinds[f"{image.format} {image.mode}"].append((file, path, blob))
+        except OSError:
+            kinds["unreadable"].append((file, path, blob))
+    for kind, members in sorted(kinds.items()):
+        careful = per_image_ms(lambda m: (file_sha256(m[1]), centred(m[1])), members)
+        ours = per_image_ms(lambda m: read_image(m[0]), members)
+        decoded = per_image_ms(lambda m: images.decode(m[2]), members)
+        print(f"  {kind:<12} {len(members):>6} files: careful {careful:.2f} ms, digitflow "
+              f"{ours:.2f} ms ({ours / careful:.2f}×), of which decoding {decoded:.2f} ms")
     if len(sys.argv) > 2:
         accuracy_by_size(folder, sys.argv[2])
 
