@@ -31,7 +31,8 @@ import pyarrow.parquet as pq
 
 from tasks.files import EXTENSIONS, ImageFile, display_name, iter_images, list_images, read_images
 from tasks.mnist import IMAGE_SHAPE
-from tasks.store import TICK_NS, atomic_path, content_key, file_sha256, stamp, write_bytes, write_json
+from tasks.store import (TICK_NS, atomic_path, content_key, file_sha256, stamp, write_bytes,
+                         write_json)
 
 MANIFEST = "span.json"
 FILES = "files.parquet"  # the span's file records, beside span.json (older spans: inside it)
