@@ -64,9 +64,10 @@ def colour_png(image: Image.Image, data: bytes) -> Image.Image | None:
     its time (4.1 -> 2.1 ms on the demo's RGBA scans; its filters are vectorised for 3 and 4
     bytes a pixel, and only there: gray PNGs gain nothing). None for every other PNG, and where
     libspng refuses the file: Pillow decodes those, and says what is wrong."""
-    if (image.mode not in ("RGB", "RGBA") or image.tile[0].args != image.mode
-            or image.tile[0].extents != (0, 0, *image.size) or getattr(image, "n_frames", 1) != 1
-            or "interlace" in image.info or "transparency" in image.info
+    if (image.mode not in ("RGB", "RGBA") or len(image.tile) != 1
+            or image.tile[0].args != image.mode or image.tile[0].extents != (0, 0, *image.size)
+            or getattr(image, "n_frames", 1) != 1 or "interlace" in image.info
+            or "transparency" in image.info
             or b"eXIf" in data):  # an orientation, before or after the pixels: Pillow reads it
         return None
     try:
