@@ -8,8 +8,7 @@ from prefect import flow, unmapped
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.train import evaluate_and_gate
-from tasks.ingest import load_mnist
+from flows.train import evaluate_and_gate, load_mnist
 from tasks.normalize import normalize
 from tasks.paths import get_paths
 from tasks.report import publish_sweep_report

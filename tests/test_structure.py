@@ -9,7 +9,7 @@ PACKAGES = ("flows", "tasks")
 # Facts and preparation: what a light process (a reader, a predictor, the CLI's parser) imports.
 LIGHT = ("tasks.settings", "tasks.presets", "tasks.mnist", "tasks.paths", "tasks.images",
          "tasks.files", "tasks.records", "tasks.modelfiles", "tasks.metrics", "tasks.store",
-         "tasks.calibrate", "tasks.inference", "tasks.predict")
+         "tasks.calibrate", "tasks.inference", "tasks.predict", "tasks.ingest")
 
 
 def imports_of(path: Path) -> set[str]:
