@@ -38,6 +38,7 @@ Nothing here imports Prefect or TensorFlow: it runs on the arrays scoring alread
 the rows that were read (no error rows): prob N×10 (calibrated), x N×28×28.
 """
 
+import math
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -185,16 +186,24 @@ def drift_event_payload(report: dict, run_id: str, model_version: str) -> dict:
 def drift_figure(report: dict) -> "Figure":
     """PSI per statistic as bars against their thresholds; the alarming ones in red."""
     from matplotlib.figure import Figure  # imported when drawn; no pyplot, no global state
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     names = list(report["scores"])
-    fig = Figure(figsize=(6, 0.4 * len(names) + 1))
+    fig = Figure(figsize=(6, 0.4 * len(names) + 1.2), layout="constrained")  # no label cut off
     ax = fig.subplots()
     # log scale: honest scores are ~0.01-0.05, a foreign batch's reach 1-4
     scores = [max(report["scores"][n], 1e-3) for n in names]
-    ax.barh(names, scores, color=["tab:red" if n in report["alarming"] else "tab:blue" for n in names])
+    low = 10 ** math.floor(math.log10(min(scores + [0.01])))  # whole decades, the bars from there
+    high = 10 ** math.ceil(math.log10(max(scores + list(report["thresholds"].values())) * 1.2))
+    ax.barh(names, [s - low for s in scores], left=low,
+            color=["tab:red" if n in report["alarming"] else "tab:blue" for n in names])
     ax.scatter([report["thresholds"][n] for n in names], names, marker="|", s=300, color="black",
                label="threshold")
-    ax.set(xscale="log", xlabel="PSI", title=f"drift of {report['images']} pictures")
+    ax.set(xscale="log", xlim=(low, high), xlabel="PSI", title=f"drift of {report['images']} pictures")
+    # One plain label per decade (0.01, 0.1, 1): the minor ticks' labels overlapped
+    ax.xaxis.set_major_locator(LogLocator(base=10))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.invert_yaxis()
     ax.legend(loc="lower right", fontsize=8)
     return fig

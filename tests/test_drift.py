@@ -136,10 +136,17 @@ def test_the_event_payload_and_the_table_name_what_alarmed(reference):
 def test_the_figure_has_a_bar_per_statistic_red_where_it_alarms(reference):
     rng = np.random.default_rng(9)
     report = drift_report(reference, probabilities(500, rng), boxes(500, rng, (4, 5)), THRESHOLD)
-    bars = drift_figure(report).axes[0].patches
+    axes = drift_figure(report).axes[0]
+    bars = axes.patches
     assert len(bars) == len(THRESHOLDS)
     red = [name for name, bar in zip(report["scores"], bars) if bar.get_facecolor()[0] > 0.5]
     assert red == report["alarming"]
+    # Each bar ends at its score on the log scale, which shows a plain label per decade only
+    for bar, score in zip(bars, report["scores"].values()):
+        assert bar.get_x() + bar.get_width() == pytest.approx(max(score, 1e-3))
+    assert axes.get_xlim()[0] <= min(bar.get_x() for bar in bars)
+    assert axes.xaxis.get_major_formatter()(0.1, 0) == "0.1"
+    assert axes.xaxis.get_minor_formatter()(0.2, 0) == ""
 
 
 def test_a_run_near_any_reference_does_not_alarm():
