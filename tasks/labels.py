@@ -282,6 +282,12 @@ def read_labels_csv(labels: Path,
                          f"{', '.join(header) or 'no header'}); other columns may stay")
     path_at, label_at = columns.index("path"), columns.index("label")
     inside = folder.resolve()
+
+    def within(path: str) -> bool:
+        pure = PurePosixPath(path)
+        return bool(path) and not pure.is_absolute() and ".." not in pure.parts \
+            and (folder / pure).resolve().is_relative_to(inside)
+
     picks: dict[str, _Pick] = {}
     lines: dict[str, int] = {}
     unlabelled, refused = [], {}
@@ -295,15 +301,13 @@ def read_labels_csv(labels: Path,
         label = parse_label(cells[label_at], f"{where} ({path})")
         pure = PurePosixPath(path)
         location = folder / pure
-        inside_folder = bool(path) and not pure.is_absolute() and ".." not in pure.parts \
-            and location.resolve().is_relative_to(inside)
         if label is None:
             unlabelled.append(path)
-            if cells[label_at].strip().lower() == NOT_A_DIGIT and inside_folder \
+            if cells[label_at].strip().lower() == NOT_A_DIGIT and within(path) \
                     and location.is_file():
                 refused[pure.as_posix()] = location
             continue
-        if not inside_folder:
+        if not within(path):
             raise LabelError(f"{where}: path {path!r} is not a picture inside {folder}")
         if pure.suffix.lower() not in EXTENSIONS:
             raise LabelError(f"{where}: {path} is not an image file digitflow reads "
