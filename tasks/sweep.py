@@ -25,7 +25,7 @@ from tasks.paths import Paths
 from tasks.records import Normalized, TrainedModel, Trial, YourDigits
 from tasks.settings import parse_hidden
 from tasks.store import cached_step, code_version, content_key, write_bytes, write_parquet
-from tasks.yours import training_mix
+from tasks.yours import mix_key, mix_record, training_mix
 
 VALIDATION_SPLIT = 0.2  # the tutorial's
 
@@ -58,8 +58,7 @@ def fit_trial(x: np.ndarray, y: np.ndarray, trial: dict, seed: int, log: Callabl
 def trained_trial(paths: Paths, normalized: Normalized, yours: YourDigits | None, trial: dict,
                   seed: int, refresh: bool, log: Callable[[str], None] = print) -> Trial:
     settings = {k: v for k, v in trial.items() if k != "trial"}
-    data_key = normalized.key if yours is None else [normalized.key, yours.key]
-    key = content_key("trial", data_key, settings, seed,
+    key = content_key("trial", mix_key(normalized, yours), settings, seed,
                       code_version("tasks.models", "tasks.fit", "tasks.modelfiles", "tasks.yours",
                                    __name__))
 
@@ -73,9 +72,7 @@ def trained_trial(paths: Paths, normalized: Normalized, yours: YourDigits | None
         last = history.iloc[-1]
         return save_model(model, history, paths.sweeps / "trials" / key), {
             "key": key, "version": model_version(model), "preset": None,
-            "architecture": f"dense {trial['hidden']}",
-            "train_images": len(mnist[0]) + (yours.train_images if yours else 0),
-            "spans": list(yours.spans) if yours else [], "your_repeats": times,
+            "architecture": f"dense {trial['hidden']}", **mix_record(len(mnist[0]), yours, times),
             "params": int(model.count_params()), "epochs_run": int(len(history)),
             "fit_seconds": round(seconds, 2),
             "fit_settings": {**settings, "validation_split": VALIDATION_SPLIT, "seed": seed,

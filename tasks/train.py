@@ -14,7 +14,7 @@ from tasks.presets import PRESETS
 from tasks.records import Normalized, TrainedModel, YourDigits
 from tasks.settings import TrainSettings
 from tasks.store import cached_step, code_version, content_key
-from tasks.yours import training_mix
+from tasks.yours import mix_key, mix_record, training_mix
 
 
 def train_preset(train: tuple, validation: tuple, fit_settings: dict, log: Callable[[str], None],
@@ -40,9 +40,7 @@ def trained_model(paths: Paths, normalized: Normalized, yours: YourDigits | None
                   settings: TrainSettings, log: Callable[[str], None] = print) -> TrainedModel:
     """MNIST's training images plus your training pictures (if any span exists), fit."""
     fit_settings = settings.fit_settings()
-    # Without spans the key is what it always was: the same data and settings, the same model.
-    data_key = normalized.key if yours is None else [normalized.key, yours.key]
-    key = content_key("train", data_key, fit_settings,
+    key = content_key("train", mix_key(normalized, yours), fit_settings,
                       code_version("tasks.models", "tasks.presets", "tasks.fit", "tasks.metrics",
                                    "tasks.modelfiles", "tasks.yours", __name__))
 
@@ -66,9 +64,7 @@ def trained_model(paths: Paths, normalized: Normalized, yours: YourDigits | None
         return files, {
             "key": key, "version": version, "preset": settings.preset,
             "architecture": settings.preset, "fit_settings": fit_settings,
-            "train_images": len(mnist[0]) + (yours.train_images if yours else 0),
-            "params": int(model.count_params()),
-            "spans": list(yours.spans) if yours else [], "your_repeats": times,
+            **mix_record(len(mnist[0]), yours, times), "params": int(model.count_params()),
             "epochs_run": int(len(history)), "fit_seconds": round(seconds, 2),
         }
 

@@ -11,7 +11,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.paths import Paths
-from tasks.records import EvaluationSet, YourDigits
+from tasks.records import EvaluationSet, Normalized, YourDigits
 from tasks.store import cached_step, code_version, content_key, read_json
 
 # Your training pictures are repeated until they are about this share of the rows a model is fit
@@ -91,6 +91,18 @@ def shifted(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     for i, (dy, dx) in enumerate(rng.integers(0, 2 * SHIFT + 1, (len(x), 2))):
         out[i] = padded[i, dy:dy + x.shape[1], dx:dx + x.shape[2]]
     return out
+
+
+def mix_key(normalized: Normalized, yours: YourDigits | None) -> str | list[str]:
+    """What a fit learns from, for its cache key. Without spans it is what it always was: the
+    same data and settings, the same model."""
+    return normalized.key if yours is None else [normalized.key, yours.key]
+
+
+def mix_record(mnist_rows: int, yours: YourDigits | None, repeats: int) -> dict:
+    """A fit's data as its model's record says it (train-digits and sweep trials alike)."""
+    return {"train_images": mnist_rows + (yours.train_images if yours else 0),
+            "spans": list(yours.spans) if yours else [], "your_repeats": repeats}
 
 
 def training_mix(mnist: tuple[np.ndarray, np.ndarray], yours: YourDigits | None,
