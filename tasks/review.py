@@ -269,7 +269,8 @@ def answers_to_span(answers: dict, queue: pd.DataFrame, folder: Path, labelled: 
                 picks[row.path] = (row.sha256, int(choice))
     if picks or refused:
         with spans_locked(labelled):
-            remember_not_digits(labelled, refused, f"review {name}")
+            if refused:
+                remember_not_digits(labelled, refused, f"review {name}")
             taken = labelled_hashes(labelled)
             for path, (sha, _) in list(picks.items()):
                 if sha in taken:
