@@ -60,9 +60,9 @@ def decode(data: bytes) -> Image.Image:
 
 
 def colour_png(image: Image.Image, data: bytes) -> Image.Image | None:
-    """An 8-bit RGB or RGBA PNG decoded by libspng: the same pixels as Pillow's decoder in half
-    its time (4.1 -> 2.1 ms on the demo's RGBA scans; its filters are vectorised for 3 and 4
-    bytes a pixel, and only there: gray PNGs gain nothing). None for every other PNG, and where
+    """An 8-bit RGB or RGBA PNG decoded by libspng: the same pixels as Pillow's decoder in about
+    half its time (4.1 -> 2.3 ms on the demo's RGBA scans, bench/prepare.py; its filters are
+    vectorised for 3 and 4 bytes a pixel, and only there: gray PNGs gain nothing). None for every other PNG, and where
     libspng refuses the file: Pillow decodes those, and says what is wrong."""
     if (image.mode not in ("RGB", "RGBA") or len(image.tile) != 1
             or image.tile[0].args != image.mode or image.tile[0].extents != (0, 0, *image.size)
@@ -95,7 +95,7 @@ def shrink(image: Image.Image) -> Image.Image:
 def palette_gray(image: Image.Image) -> Image.Image:
     """image.convert("L") of a palette picture, as a lookup table of its 256 indices: the same
     values (the table is convert("L") of a strip of every index, with the picture's palette),
-    0.16 against 0.43 ms on the demo's 470-pixel GIFs and PNGs."""
+    about 0.25 ms less per GIF or palette PNG among the demo's scans (bench/prepare.py)."""
     strip = image.crop((0, 0, 256, 1))  # the palette comes along
     strip.putdata(range(256))
     return image.point(list(strip.convert("L").tobytes()), "L")
