@@ -24,6 +24,7 @@ SMALL = 64  # up to this size an image is a cut-out digit, not a photo: no light
 # the 13 µs a call of remaking them (timed on a 9 × 9 array)
 GAUSSIAN = np.exp(-0.5 * np.arange(-4, 5) ** 2)
 GAUSSIAN /= GAUSSIAN.sum()
+EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)  # pieces of ink touching at a corner are one piece
 
 
 class ImageError(ValueError):
@@ -155,12 +156,21 @@ def background(gray: np.ndarray, factor: int = 4) -> np.ndarray:
     # .min(axis=(1, 3)) on a 160-pixel picture, and the same values
     row_minima = np.minimum.reduce([gray[i:h:factor, :w] for i in range(factor)])
     small = np.minimum.reduce([row_minima[:, j::factor] for j in range(factor)])
-    opened = ndimage.grey_opening(small, size=max(4, min(small.shape) // 4))
+    opened = opening(small, max(4, min(small.shape) // 4))
     # Each small pixel back over its factor × factor block; the few rows and columns the blocks
     # left over repeat the last ones (a take per axis: cheaper than np.ix_ or repeat and pad)
     rows = np.minimum(np.arange(gray.shape[0]) // factor, opened.shape[0] - 1)
     cols = np.minimum(np.arange(gray.shape[1]) // factor, opened.shape[1] - 1)
     return opened.take(rows, axis=0).take(cols, axis=1)
+
+
+def opening(pixels: np.ndarray, size: int) -> np.ndarray:
+    """ndimage.grey_opening(pixels, size=size): the same four one-dimensional passes it makes,
+    without the time it spends on every call working out a footprint before making them."""
+    eroded = ndimage.minimum_filter1d(ndimage.minimum_filter1d(pixels, size, axis=0), size, axis=1)
+    origin = -1 if size % 2 == 0 else 0  # a dilation mirrors the erosion's window
+    return ndimage.maximum_filter1d(ndimage.maximum_filter1d(eroded, size, axis=0, origin=origin),
+                                    size, axis=1, origin=origin)
 
 
 def digit_mask(strokes: np.ndarray, peak: float) -> np.ndarray:
@@ -169,14 +179,14 @@ def digit_mask(strokes: np.ndarray, peak: float) -> np.ndarray:
     # Labelled within the ink's bounding box, which holds every piece: the same pieces, and
     # a piece touches the picture's edge where it touches a side of the box on that edge.
     top, bottom, left, right = bounds(mask)
-    labels, count = ndimage.label(mask[top:bottom, left:right], structure=np.ones((3, 3)))
+    labels, count = ndimage.label(mask[top:bottom, left:right], structure=EIGHT_CONNECTED)
     if count <= 1:
         return mask
     sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]
     sides = [labels[0]] * (top == 0) + [labels[-1]] * (bottom == mask.shape[0])
     sides += [labels[:, 0]] * (left == 0) + [labels[:, -1]] * (right == mask.shape[1])
     edge = np.zeros(count + 1, dtype=bool)
-    edge[np.unique(np.concatenate(sides or [[0]]))] = True
+    edge[np.concatenate(sides or [[0]])] = True
     largest = sizes.max()
     keep = (sizes >= 0.1 * largest) & ~(edge[1:] & (sizes < 0.5 * largest))
     kept = np.zeros_like(mask)
@@ -186,10 +196,12 @@ def digit_mask(strokes: np.ndarray, peak: float) -> np.ndarray:
 
 def bounds(mask: np.ndarray) -> tuple[int, int, int, int]:
     """top, bottom, left, right of the True pixels (bottom and right exclusive); all False: 0s."""
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    rows = np.flatnonzero(mask.any(axis=1))
     if not len(rows):
         return 0, 0, 0, 0
-    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    top, bottom = int(rows[0]), int(rows[-1]) + 1
+    cols = np.flatnonzero(mask[top:bottom].any(axis=0))  # only the rows with ink hold any
+    return top, bottom, int(cols[0]), int(cols[-1]) + 1
 
 
 def square(mask: np.ndarray, radius: int, combine) -> np.ndarray:

@@ -163,6 +163,18 @@ def test_background_is_the_grey_opening_of_block_minima(shape):
     assert np.array_equal(background(gray), opened[np.ix_(rows, cols)])
 
 
+@pytest.mark.parametrize("size", [1, 4, 5, 10, 13])
+def test_opening_is_ndimages_grey_opening(size):
+    from tasks.images import opening
+
+    rng = np.random.default_rng(size)
+    for shape in [(1, 1), (3, 7), (32, 40), (40, 21), (9, 50)]:
+        pixels = rng.random(shape, dtype=np.float32)
+        pixels[rng.random(shape) < 0.02] = np.nan  # a float picture's NaN goes where SciPy's does
+        assert np.array_equal(opening(pixels, size), ndimage.grey_opening(pixels, size=size),
+                              equal_nan=True)
+
+
 def test_wide_enough_never_contradicts_the_distance_transform(mnist):
     from tasks.images import wide_enough
 
