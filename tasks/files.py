@@ -20,7 +20,11 @@ import numpy as np
 
 from tasks.mnist import IMAGE_SHAPE
 
-EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
+# What scanners, phones and cameras write: SANE's scanimage writes PNM, many Android phones AVIF.
+# HEIF (iPhones) is listed so that each such photo is an error row saying how to convert it, not
+# silently left out: Pillow has no HEIF decoder.
+EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".tif", ".tiff", ".webp",
+                        ".gif", ".avif", ".pbm", ".pgm", ".ppm", ".pnm", ".heic", ".heif"})
 MAX_FILE_BYTES = 256 * 1024 * 1024  # a digit image is kilobytes; anything this big is refused
 OUTSIDE_LINK = "symbolic link leads outside the folder; not followed"
 WORKERS = os.cpu_count() or 1  # reader processes: one per core

@@ -54,10 +54,25 @@ def decode(data: bytes) -> Image.Image:
     except Image.DecompressionBombError as exc:
         raise ImageError(f"refused as a decompression bomb: {exc}") from exc
     except UnidentifiedImageError as exc:
+        if is_heif(data):
+            raise ImageError("a HEIF/HEIC photo (an iPhone's usual format), which Pillow cannot "
+                             "decode: convert it to JPEG or PNG, e.g. `heif-convert IN.heic "
+                             "OUT.jpg`, or set the phone to take JPEGs") from exc
         raise ImageError("not an image Pillow can read (unknown or corrupt format)") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageError(f"truncated or damaged image: {exc}") from exc
     return image
+
+
+HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"}
+
+
+def is_heif(data: bytes) -> bool:
+    """An ISO media file whose brands say HEIF and not AVIF (which Pillow reads)."""
+    if data[4:8] != b"ftyp" or data[8:12] not in HEIF_BRANDS:
+        return False
+    box = data[16:int.from_bytes(data[:4], "big")]  # the compatible brands
+    return not any(box[i:i + 4] in (b"avif", b"avis") for i in range(0, len(box), 4))
 
 
 def colour_png(image: Image.Image, data: bytes) -> Image.Image | None:

@@ -118,6 +118,31 @@ def test_bad_files_raise_specific_errors(data, reason):
         preprocess(data)
 
 
+def test_scanner_and_phone_formats_give_the_pngs_input(mnist):
+    page = Image.fromarray(scan_of(mnist["x_test"][0]))
+    expected = preprocess(encode(page))
+    assert np.array_equal(preprocess(encode(page, "PPM")), expected)  # binary PGM, as scanimage
+    rgb = page.convert("RGB")
+    assert np.array_equal(preprocess(encode(rgb, "PPM")), preprocess(encode(rgb)))
+    bilevel = page.point(lambda v: 255 * (v > 128)).convert("1")
+    assert np.array_equal(preprocess(encode(bilevel, "PPM")), preprocess(encode(bilevel)))
+    assert similarity(preprocess(encode(rgb, "AVIF", quality=90)), expected) > 0.98  # lossy
+
+
+# The first bytes of an iPhone photo and of a HEIF with only the container brand; then an AVIF
+# whose pixels are broken, which must not be called HEIF.
+@pytest.mark.parametrize("brands, reason", [
+    (b"heic\0\0\0\0mif1heic", "HEIF/HEIC photo"),
+    (b"mif1\0\0\0\0mif1heic", "HEIF/HEIC photo"),
+    (b"mif1\0\0\0\0mif1avif", "not an image Pillow can read|truncated or damaged"),
+])
+def test_heif_photos_say_how_to_convert_them(brands, reason):
+    box = len(brands) + 8
+    data = box.to_bytes(4, "big") + b"ftyp" + brands + b"\0\0\0\x08mdat" + bytes(64)
+    with pytest.raises(ImageError, match=reason):
+        preprocess(data)
+
+
 @pytest.mark.parametrize("size", [(120, 100), (200, 200)])  # over the limit; over twice it
 def test_decompression_bomb_is_refused(monkeypatch, size):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)  # Pillow's limit, scaled down

@@ -60,6 +60,19 @@ def test_finds_images_by_extension_in_any_case_recursively(folder):
     assert found["link-in.png"] is None
 
 
+def test_scans_and_phone_photos_are_listed_and_heif_says_what_to_do(tmp_path, mnist, model_path):
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "scan.PGM").write_bytes(encode(mnist["x_test"][0], "PPM"))
+    (tmp_path / "x" / "IMG_0001.HEIC").write_bytes(b"\0\0\0\x18ftypheic\0\0\0\0mif1heic" + bytes(99))
+    (tmp_path / "x" / "scan.pdf").write_bytes(b"%PDF-1.4")  # not a picture: not listed
+    rows = score_files(list_images(tmp_path / "x"), model_path).to_pandas().set_index("path")
+    assert sorted(rows.index) == ["IMG_0001.HEIC", "scan.PGM"]
+    assert rows.loc["scan.PGM", "status"] == "ok"
+    assert rows.loc["IMG_0001.HEIC", "error"].startswith("a HEIF/HEIC photo")
+    assert "convert it to JPEG or PNG" in rows.loc["IMG_0001.HEIC", "error"]
+    assert len(rows.loc["IMG_0001.HEIC", "sha256"]) == 64
+
+
 def test_non_utf8_file_names_are_scored_and_stored_printably(tmp_path, mnist):
     name = b"caf\xe9-\xff.png"  # Latin-1 bytes, not UTF-8
     (tmp_path / "x").mkdir()
