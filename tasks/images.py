@@ -78,8 +78,8 @@ def is_heif(data: bytes) -> bool:
 def colour_png(image: Image.Image, data: bytes) -> Image.Image | None:
     """An 8-bit RGB or RGBA PNG decoded by libspng: the same pixels as Pillow's decoder in about
     half its time (4.1 -> 2.3 ms on the demo's RGBA scans, bench/prepare.py; its filters are
-    vectorised for 3 and 4 bytes a pixel, and only there: gray PNGs gain nothing). None for every other PNG, and where
-    libspng refuses the file: Pillow decodes those, and says what is wrong."""
+    vectorised for 3 and 4 bytes a pixel, and only there: gray PNGs gain nothing). None for every
+    other PNG, and where libspng refuses the file: Pillow decodes those, and says what is wrong."""
     if (image.mode not in ("RGB", "RGBA") or len(image.tile) != 1
             or image.tile[0].args != image.mode or image.tile[0].extents != (0, 0, *image.size)
             or getattr(image, "n_frames", 1) != 1 or "interlace" in image.info
