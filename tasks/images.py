@@ -9,6 +9,7 @@ gives the model something it has never seen; this gives it a digit.
 import io
 import math
 
+import imagecodecs
 import numpy as np
 import pyspng
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -35,6 +36,8 @@ def decode(data: bytes) -> Image.Image:
     """The first frame of an image file, upright per its EXIF orientation, fully loaded."""
     if not data:
         raise ImageError("empty file")
+    if (pixels := simple_webp(data)) is not None:
+        return Image.fromarray(pixels, "RGB")
     try:
         image = Image.open(io.BytesIO(data))
         # Pillow only warns between its pixel limit and twice that, and a warnings filter is not
@@ -46,7 +49,7 @@ def decode(data: bytes) -> Image.Image:
         image.seek(0)
         if image.format == "JPEG":  # decode at a reduced scale where JPEG allows it
             image.draft(image.mode, (WORKING_SIZE, WORKING_SIZE))
-        elif image.format == "PNG" and (decoded := colour_png(image, data)) is not None:
+        elif image.format == "PNG" and (decoded := fast_png(image, data)) is not None:
             return decoded
         if image.getexif().get(ORIENTATION, 1) != 1:
             image = ImageOps.exif_transpose(image)
@@ -75,22 +78,45 @@ def is_heif(data: bytes) -> bool:
     return not any(box[i:i + 4] in (b"avif", b"avis") for i in range(0, len(box), 4))
 
 
-def colour_png(image: Image.Image, data: bytes) -> Image.Image | None:
-    """An 8-bit RGB or RGBA PNG decoded by libspng: the same pixels as Pillow's decoder in about
-    half its time (4.1 -> 2.3 ms on the demo's RGBA scans, bench/prepare.py; its filters are
-    vectorised for 3 and 4 bytes a pixel, and only there: gray PNGs gain nothing). None for every
-    other PNG, and where libspng refuses the file: Pillow decodes those, and says what is wrong."""
-    if (image.mode not in ("RGB", "RGBA") or len(image.tile) != 1
-            or image.tile[0].args != image.mode or image.tile[0].extents != (0, 0, *image.size)
+def fast_png(image: Image.Image, data: bytes) -> Image.Image | None:
+    """An 8-bit gray, RGB or RGBA PNG decoded by whichever library does it fastest, with the same
+    pixels as Pillow's decoder (bench/prepare.py's decoding times on the demo's scans): gray by
+    imagecodecs's libpng (2.00 -> 1.72 ms; libspng's filters are vectorised only for 3 and 4
+    bytes a pixel), RGB and RGBA by libspng (3.71 -> 2.43 ms; imagecodecs's libpng 2.66). None
+    for every other PNG, and where the library refuses the file: Pillow decodes those, and says
+    what is wrong."""
+    if (image.mode not in ("L", "RGB", "RGBA") or len(image.tile) != 1
+            or image.tile[0].args != image.mode  # 8 bits a sample
+            or image.tile[0].extents != (0, 0, *image.size)
             or getattr(image, "n_frames", 1) != 1 or "interlace" in image.info
             or "transparency" in image.info
             or b"eXIf" in data):  # an orientation, before or after the pixels: Pillow reads it
         return None
     try:
-        pixels = pyspng.load(data, image.mode)
-    except Exception:  # whatever libspng refuses, Pillow's error is the one a person reads
+        pixels = imagecodecs.png_decode(data) if image.mode == "L" else pyspng.load(data, image.mode)
+    except Exception:  # whatever the library refuses, Pillow's error is the one a person reads
         return None
-    return Image.fromarray(pixels, image.mode) if pixels.shape[:2] == image.size[::-1] else None
+    shape = (image.height, image.width, *{"L": (), "RGB": (3,), "RGBA": (4,)}[image.mode])
+    return Image.fromarray(pixels, image.mode) if pixels.shape == shape else None
+
+
+def simple_webp(data: bytes) -> np.ndarray | None:
+    """The RGB pixels of a WebP in the simple lossy format (no alpha, orientation or animation
+    by the format's definition), decoded by imagecodecs's libwebp: Pillow's pixels without its
+    animation decoder, which it takes every WebP through (decoding 1.35 -> 1.0 ms on the demo's
+    scans). None for every other file, for one over Pillow's pixel limit, and where libwebp refuses
+    it: Pillow opens those, and says what is wrong."""
+    if data[:4] != b"RIFF" or data[8:16] != b"WEBPVP8 " or len(data) < 30:
+        return None
+    # The VP8 frame header: 14 bits of width, then of height, after the 3-byte tag and start code
+    width, height = (int.from_bytes(data[i:i + 2], "little") & 0x3FFF for i in (26, 28))
+    if Image.MAX_IMAGE_PIXELS and width * height > Image.MAX_IMAGE_PIXELS:
+        return None
+    try:
+        pixels = imagecodecs.webp_decode(data)
+    except Exception:
+        return None
+    return pixels if pixels.shape == (height, width, 3) and pixels.dtype == np.uint8 else None
 
 
 def shrink(image: Image.Image) -> Image.Image:

@@ -8,7 +8,7 @@ from PIL import Image, PngImagePlugin
 from scipy import ndimage
 
 from support import encode
-from tasks.images import ImageError, colour_png, decode, palette_gray, preprocess
+from tasks.images import ImageError, decode, fast_png, palette_gray, preprocess, simple_webp
 
 
 def scan_of(digit: np.ndarray, scale: int = 8, dark_ink: bool = True, margin: int = 60) -> np.ndarray:
@@ -284,38 +284,86 @@ def colour_pictures(mode: str) -> list[Image.Image]:
     flat = np.full((90, 1, channels), 200, dtype=np.uint8)
     page = np.dstack([scan_of(np.asarray(Image.new("L", (28, 28))) + 9)] * channels)
     page[40:60, 50:200] = rng.integers(0, 256, (20, 150, channels), dtype=np.uint8)
-    return [Image.fromarray(p, mode) for p in (noise, ramp, flat, page)]
+    return [Image.fromarray(p[..., 0] if mode == "L" else p, mode) for p in (noise, ramp, flat, page)]
 
 
-@pytest.mark.parametrize("mode", ["RGB", "RGBA"])
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA"])
 @pytest.mark.parametrize("level", [0, 1, 9])
-def test_colour_pngs_have_pillows_pixels_when_libspng_decodes_them(mode, level):
+def test_pngs_have_pillows_pixels_when_the_fast_decoders_decode_them(mode, level):
     chunks = PngImagePlugin.PngInfo()
     chunks.add(b"gAMA", (45455).to_bytes(4, "big"))  # a gamma a decoder must not apply
     chunks.add_text("Software", "a scanner")
     for picture in colour_pictures(mode):
         data = encode(picture, compress_level=level, pnginfo=chunks)
-        fast = colour_png(Image.open(io.BytesIO(data)), data)
-        assert fast is not None and fast.mode == mode  # libspng decoded it...
+        fast = fast_png(Image.open(io.BytesIO(data)), data)
+        assert fast is not None and fast.mode == mode  # libpng or libspng decoded it...
         assert np.array_equal(np.asarray(fast), np.asarray(picture))  # ...to the file's pixels
         assert np.array_equal(np.asarray(decode(data)), np.asarray(picture))
 
 
-def test_pngs_libspng_leaves_to_pillow_decode_as_before(mnist):
+def test_pngs_the_fast_decoders_leave_to_pillow_decode_as_before(mnist):
     page = Image.fromarray(scan_of(mnist["x_test"][1])).convert("RGB")
     keyed = encode(page, transparency=(255, 255, 255))  # RGB with a transparent colour
     exif = Image.Exif()
     exif[0x0112] = 6
     turned = encode(page, exif=exif)
-    for data in (keyed, turned, encode(page.convert("L")), encode(page.convert("P"))):
-        assert colour_png(Image.open(io.BytesIO(data)), data) is None
+    gray16 = encode(Image.fromarray(np.asarray(page.convert("L")).astype(np.uint16) * 257))
+    for data in (keyed, turned, encode(page.convert("P")), encode(page.convert("1")), gray16,
+                 encode(page.convert("LA"))):
+        assert fast_png(Image.open(io.BytesIO(data)), data) is None
     assert decode(turned).size == page.size[::-1]  # the orientation still honoured
     rgba = encode(page.convert("RGBA"))
     with pytest.raises(ImageError, match="truncated or damaged"):
         decode(rgba[:len(rgba) // 2])
     broken = bytearray(rgba)
     broken[len(broken) // 2] ^= 0xFF  # a flipped byte inside the pixels: libspng refuses it
-    assert colour_png(Image.open(io.BytesIO(bytes(broken))), bytes(broken)) is None
+    assert fast_png(Image.open(io.BytesIO(bytes(broken))), bytes(broken)) is None
+    gray = bytearray(encode(page.convert("L")))
+    gray[len(gray) // 2] ^= 0xFF  # and libpng
+    assert fast_png(Image.open(io.BytesIO(bytes(gray))), bytes(gray)) is None
+    with pytest.raises(ImageError, match="truncated or damaged"):
+        decode(bytes(gray))
+
+
+def webp(picture: Image.Image, **options) -> bytes:
+    out = io.BytesIO()
+    picture.save(out, "WEBP", **options)
+    return out.getvalue()
+
+
+def test_lossy_webps_have_pillows_pixels_when_libwebp_decodes_them(mnist):
+    rng = np.random.default_rng(11)
+    for i, picture in enumerate(colour_pictures("RGB") + [Image.fromarray(scan_of(mnist["x_test"][2]))]):
+        data = webp(picture, quality=int(rng.integers(30, 95)), method=i % 7)
+        with Image.open(io.BytesIO(data)) as pillows:
+            expected = np.asarray(pillows.convert("RGB"))
+        fast = simple_webp(data)
+        assert fast is not None and np.array_equal(fast, expected)
+        assert np.array_equal(np.asarray(decode(data)), expected)
+
+
+def test_webps_libwebp_leaves_to_pillow_decode_as_before(mnist, monkeypatch):
+    page = Image.fromarray(scan_of(mnist["x_test"][1])).convert("RGB")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    turned = webp(page, exif=exif)
+    see_through = page.convert("RGBA")
+    see_through.putalpha(128)
+    others = [turned, webp(page, lossless=True), webp(see_through),
+              webp(page, save_all=True, append_images=[page.rotate(90)])]
+    for data in others:
+        assert simple_webp(data) is None
+        assert decode(data).size in (page.size, page.size[::-1])
+    assert decode(turned).size == page.size[::-1]  # the orientation still honoured
+    lossy = webp(page)
+    with pytest.raises(ImageError, match="truncated or damaged"):
+        decode(lossy[:len(lossy) // 2])
+    assert simple_webp(lossy[:len(lossy) // 2]) is None
+    assert simple_webp(lossy) is not None
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", page.width * page.height - 1)
+    assert simple_webp(lossy) is None  # over Pillow's limit: decode refuses it
+    with pytest.raises(ImageError, match="decompression bomb"):
+        decode(lossy)
 
 
 @pytest.mark.parametrize("fmt", ["GIF", "PNG", None])
