@@ -152,7 +152,8 @@ def grayscale(image: Image.Image) -> np.ndarray:
     if image.mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
     if image.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
-        rgba = np.asarray(image.convert("RGBA"), dtype=np.float32) / 255
+        rgba = np.divide(np.asarray(image if image.mode == "RGBA" else image.convert("RGBA")), 255,
+                         dtype=np.float32)  # float32(rgba) / 255, in one pass
         gray = rgba[..., :3] @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
         alpha = rgba[..., 3]
         if alpha.min() < 1:
@@ -208,10 +209,18 @@ def background(gray: np.ndarray, factor: int = 4) -> np.ndarray:
 def opening(pixels: np.ndarray, size: int) -> np.ndarray:
     """ndimage.grey_opening(pixels, size=size): the same four one-dimensional passes it makes,
     without the time it spends on every call working out a footprint before making them."""
-    eroded = ndimage.minimum_filter1d(ndimage.minimum_filter1d(pixels, size, axis=0), size, axis=1)
+    eroded = along(ndimage.minimum_filter1d, along(ndimage.minimum_filter1d, pixels, size, axis=0),
+                   size, axis=1)
     origin = -1 if size % 2 == 0 else 0  # a dilation mirrors the erosion's window
-    return ndimage.maximum_filter1d(ndimage.maximum_filter1d(eroded, size, axis=0, origin=origin),
-                                    size, axis=1, origin=origin)
+    dilated = along(ndimage.maximum_filter1d, eroded, size, axis=0, origin=origin)
+    return along(ndimage.maximum_filter1d, dilated, size, axis=1, origin=origin)
+
+
+def along(filter1d, pixels: np.ndarray, *args, **options) -> np.ndarray:
+    """One of ndimage's 1-D filters, into an array made here: ndimage makes its own by the name
+    of the input's type, a lookup that is a good part of the filter's time on a picture this
+    small. The same values: the output has the input's type."""
+    return filter1d(pixels, *args, output=np.empty_like(pixels), **options)
 
 
 def digit_mask(strokes: np.ndarray, peak: float) -> np.ndarray:
@@ -262,7 +271,8 @@ def square(mask: np.ndarray, radius: int, combine) -> np.ndarray:
 def blur(pixels: np.ndarray) -> np.ndarray:
     """ndimage.gaussian_filter(pixels, 1): the same passes (down the columns, then along the
     rows) with the same weights, so the same values."""
-    return ndimage.correlate1d(ndimage.correlate1d(pixels, GAUSSIAN, axis=0), GAUSSIAN, axis=1)
+    return along(ndimage.correlate1d, along(ndimage.correlate1d, pixels, GAUSSIAN, axis=0), GAUSSIAN,
+                 axis=1)
 
 
 def blurred_peak(strokes: np.ndarray) -> float:
