@@ -79,12 +79,12 @@ def is_heif(data: bytes) -> bool:
 
 
 def fast_png(image: Image.Image, data: bytes) -> Image.Image | None:
-    """An 8-bit gray, RGB or RGBA PNG decoded by whichever library does it fastest, with the same
-    pixels as Pillow's decoder (bench/prepare.py's decoding times on the demo's scans): gray by
-    imagecodecs's libpng (2.00 -> 1.72 ms; libspng's filters are vectorised only for 3 and 4
-    bytes a pixel), RGB and RGBA by libspng (3.71 -> 2.43 ms; imagecodecs's libpng 2.66). None
-    for every other PNG, and where the library refuses the file: Pillow decodes those, and says
-    what is wrong."""
+    """An 8-bit gray, RGB or RGBA PNG decoded by the library that measured fastest for it, with
+    the same pixels as Pillow's decoder. Decoding a scan among the demo's (bench/prepare.py): gray
+    by imagecodecs's libpng, 1.94 -> 1.72 ms (libspng gains nothing there: its filters are
+    vectorised for 3 and 4 bytes a pixel only); RGB and RGBA by libspng, 4.1 -> 2.3 ms.
+    None for every other PNG, and where the library refuses the file: Pillow decodes those, and
+    says what is wrong."""
     if (image.mode not in ("L", "RGB", "RGBA") or len(image.tile) != 1
             or image.tile[0].args != image.mode  # 8 bits a sample
             or image.tile[0].extents != (0, 0, *image.size)
@@ -103,9 +103,9 @@ def fast_png(image: Image.Image, data: bytes) -> Image.Image | None:
 def simple_webp(data: bytes) -> np.ndarray | None:
     """The RGB pixels of a WebP in the simple lossy format (no alpha, orientation or animation
     by the format's definition), decoded by imagecodecs's libwebp: Pillow's pixels without its
-    animation decoder, which it takes every WebP through (decoding 1.35 -> 1.0 ms on the demo's
-    scans). None for every other file, for one over Pillow's pixel limit, and where libwebp refuses
-    it: Pillow opens those, and says what is wrong."""
+    animation decoder, which it takes every WebP through (decoding a demo scan 1.19 -> 0.97 ms,
+    bench/prepare.py). None for every other file, for one over Pillow's pixel limit, and where
+    libwebp refuses it: Pillow opens those, and says what is wrong."""
     if data[:4] != b"RIFF" or data[8:16] != b"WEBPVP8 " or len(data) < 30:
         return None
     # The VP8 frame header: 14 bits of width, then of height, after the 3-byte tag and start code
@@ -114,7 +114,7 @@ def simple_webp(data: bytes) -> np.ndarray | None:
         return None
     try:
         pixels = imagecodecs.webp_decode(data)
-    except Exception:
+    except Exception:  # whatever libwebp refuses, Pillow's error is the one a person reads
         return None
     return pixels if pixels.shape == (height, width, 3) and pixels.dtype == np.uint8 else None
 

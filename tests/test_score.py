@@ -190,6 +190,17 @@ def test_reading_in_worker_processes_gives_the_same_rows_in_order(tmp_path, mnis
         assert (a is None and b is None) or np.array_equal(a, b)
 
 
+def test_reader_processes_yield_the_cpu_to_the_command_and_prefects_server():
+    from tasks import files as reading
+
+    reading.stop_readers()
+    try:
+        niceness = reading.worker_pool().submit(os.nice, 0).result(timeout=120)
+    finally:
+        reading.stop_readers()
+    assert niceness == min(os.nice(0) + reading.READER_NICENESS, 19)
+
+
 def same_rows(got: list[tuple], expected: list[tuple]) -> bool:
     return all(a[0] == b[0] and a[2] == b[2] and (a[1] is None and b[1] is None or np.array_equal(a[1], b[1]))
                for a, b in zip(got, expected, strict=True))
