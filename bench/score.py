@@ -83,9 +83,11 @@ def compare(name: str, root: Path, small: Path, large: Path, n_small: int, n_lar
 
 
 def best_possible(baseline: list[dict], costs: dict) -> None:
-    """The best end-to-end ratio any scorer built on Prefect could reach here: importing Prefect
-    (digitflow's scoring no longer imports Keras) plus the baseline's own work (a floor: digitflow
-    does more per image), spread perfectly over every core, against the baseline's wall."""
+    """The best end-to-end ratio a scorer built on Prefect could reach here if it did the
+    baseline's work per image: importing Prefect (digitflow's scoring does not import Keras) plus
+    the baseline's own work, spread perfectly over every core, against the baseline's wall. Not a
+    bound where digitflow's work per image is less than the baseline's (its JPEGs are decoded at
+    a reduced scale, its WebPs without Pillow's animation decoder)."""
     wall = statistics.median(r["wall"] for r in baseline)
     work = statistics.median(r["result"]["work_seconds"] for r in baseline)
     imports = costs["prefect"]["cpu"]
