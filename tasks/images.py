@@ -42,10 +42,9 @@ def decode(data: bytes) -> Image.Image:
         image = Image.open(io.BytesIO(data))
         # Pillow only warns between its pixel limit and twice that, and a warnings filter is not
         # thread-safe: checked here, before any pixel is decoded.
-        limit = Image.MAX_IMAGE_PIXELS
-        if limit and image.width * image.height > limit:
-            raise Image.DecompressionBombError(
-                f"{image.width}×{image.height} pixels is over Pillow's limit of {limit}")
+        if over_pixel_limit(image.width, image.height):
+            raise Image.DecompressionBombError(f"{image.width}×{image.height} pixels is over "
+                                               f"Pillow's limit of {Image.MAX_IMAGE_PIXELS}")
         image.seek(0)
         if image.format == "JPEG":  # decode at a reduced scale where JPEG allows it
             image.draft(image.mode, (WORKING_SIZE, WORKING_SIZE))
@@ -65,6 +64,11 @@ def decode(data: bytes) -> Image.Image:
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageError(f"truncated or damaged image: {exc}") from exc
     return image
+
+
+def over_pixel_limit(width: int, height: int) -> bool:
+    """Whether a picture has more pixels than Pillow's limit (Image.MAX_IMAGE_PIXELS; None: none)."""
+    return bool(Image.MAX_IMAGE_PIXELS) and width * height > Image.MAX_IMAGE_PIXELS
 
 
 HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"}
@@ -110,7 +114,7 @@ def simple_webp(data: bytes) -> np.ndarray | None:
         return None
     # The VP8 frame header: 14 bits of width, then of height, after the 3-byte tag and start code
     width, height = (int.from_bytes(data[i:i + 2], "little") & 0x3FFF for i in (26, 28))
-    if Image.MAX_IMAGE_PIXELS and width * height > Image.MAX_IMAGE_PIXELS:
+    if over_pixel_limit(width, height):
         return None
     try:
         pixels = imagecodecs.webp_decode(data)
