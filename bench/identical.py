@@ -38,9 +38,13 @@ def outcome(module: types.ModuleType, data: bytes):
 
 
 def same(a, b) -> bool:
-    if isinstance(a, str) or isinstance(b, str):
-        return a == b
+    if isinstance(a, str) or isinstance(b, str):  # an error row: the same one, by its reason
+        return isinstance(a, str) and isinstance(b, str) and a == b
     return a.dtype == b.dtype and np.array_equal(a, b)
+
+
+def describe(result) -> str:
+    return result if isinstance(result, str) else "an input"
 
 
 def seconds(module: types.ModuleType, blobs: list[bytes]) -> float:
@@ -60,7 +64,8 @@ def main() -> None:
     blobs = [p.read_bytes() for p in paths]
     differ = [p for p, data in zip(paths, blobs) if not same(outcome(before, data), outcome(images, data))]
     for path in differ[:20]:
-        print(f"differs: {path}")
+        print(f"differs: {path}: {describe(outcome(before, path.read_bytes()))} at {sys.argv[1]}, "
+              f"{describe(outcome(images, path.read_bytes()))} now")
     then, now = seconds(before, blobs), seconds(images, blobs)
     print(f"{len(paths)} files, {len(differ)} differ; per file {1000 * then / len(paths):.2f} ms at "
           f"{sys.argv[1]}, {1000 * now / len(paths):.2f} ms now ({now / then:.2f}×)")

@@ -11,8 +11,9 @@ import math
 
 import imagecodecs
 import numpy as np
-import pyspng
 from PIL import Image, ImageOps, UnidentifiedImageError
+from pywuffs import ImageDecoderQuirks, PixelFormat
+from pywuffs import aux as wuffs
 from scipy import ndimage
 
 WORKING_SIZE = 160  # pictures are reduced to this before looking for the digit (20 px)
@@ -48,7 +49,7 @@ def decode(data: bytes) -> Image.Image:
         image.seek(0)
         if image.format == "JPEG":  # decode at a reduced scale where JPEG allows it
             image.draft(image.mode, (WORKING_SIZE, WORKING_SIZE))
-        elif image.format == "PNG" and (decoded := fast_png(image, data)) is not None:
+        elif (decoded := fast_decode(image, data)) is not None:
             return decoded
         if image.getexif().get(ORIENTATION, 1) != 1:
             image = ImageOps.exif_transpose(image)
@@ -82,26 +83,45 @@ def is_heif(data: bytes) -> bool:
     return not any(box[i:i + 4] in (b"avif", b"avis") for i in range(0, len(box), 4))
 
 
-def fast_png(image: Image.Image, data: bytes) -> Image.Image | None:
-    """An 8-bit gray, RGB or RGBA PNG decoded by the library that measured fastest for it, with
-    the same pixels as Pillow's decoder. Decoding a scan among the demo's (bench/prepare.py): gray
-    by imagecodecs's libpng, 1.94 -> 1.72 ms (libspng gains nothing there: its filters are
-    vectorised for 3 and 4 bytes a pixel only); RGB and RGBA by libspng, 4.1 -> 2.3 ms.
-    None for every other PNG, and where the library refuses the file: Pillow decodes those, and
-    says what is wrong."""
-    if (image.mode not in ("L", "RGB", "RGBA") or len(image.tile) != 1
-            or image.tile[0].args != image.mode  # 8 bits a sample
-            or image.tile[0].extents != (0, 0, *image.size)
+def wuffs_decoder() -> wuffs.ImageDecoder:
+    """Wuffs's PNG and GIF decoders, to RGBA. PNG checksums are checked, as Pillow checks them:
+    Wuffs skips them by default, and then gives pixels for damaged files that Pillow refuses."""
+    config = wuffs.ImageDecoderConfig()
+    config.pixel_format = PixelFormat.RGBA_NONPREMUL
+    config.quirks = {ImageDecoderQuirks.IGNORE_CHECKSUM: 0}
+    return wuffs.ImageDecoder(config)
+
+
+WUFFS = wuffs_decoder()  # it holds the GIL while it decodes: threads may share it
+
+
+def fast_decode(image: Image.Image, data: bytes) -> Image.Image | None:
+    """A PNG or GIF decoded by the library that measured fastest for it, with the same pixels
+    as Pillow's decoder: 8-bit gray PNGs by imagecodecs's libpng; 8-bit RGB and RGBA PNGs, palette
+    PNGs and GIFs by Wuffs (per-kind times in docs/BENCHMARKS.md). A palette picture comes back as
+    its convert("L"), which is all digitflow makes of one. None for any other picture, and where
+    the library refuses the file: Pillow decodes those, and says what is wrong."""
+    if (image.format not in ("PNG", "GIF") or image.mode not in ("L", "RGB", "RGBA", "P")
+            or len(image.tile) != 1 or image.tile[0].extents != (0, 0, *image.size)
+            or "transparency" in image.info):
+        return None
+    if image.format == "PNG" and (
+            image.tile[0].args not in (image.mode, "P;1", "P;2", "P;4")  # 8 bits a sample, or indices
             or getattr(image, "n_frames", 1) != 1 or "interlace" in image.info
-            or "transparency" in image.info
             or b"eXIf" in data):  # an orientation, before or after the pixels: Pillow reads it
         return None
-    try:
-        pixels = imagecodecs.png_decode(data) if image.mode == "L" else pyspng.load(data, image.mode)
-    except Exception:  # whatever the library refuses, Pillow's error is the one a person reads
+    if image.format == "PNG" and image.mode == "L":
+        try:
+            pixels = imagecodecs.png_decode(data)
+        except Exception:  # whatever the library refuses, Pillow's error is the one a person reads
+            return None
+        return Image.fromarray(pixels, "L") if pixels.shape == (image.height, image.width) else None
+    decoded = WUFFS.decode(data)  # a GIF's first frame
+    pixels = decoded.pixbuf  # made anew, at some cost, each time it is asked for
+    if decoded.error_message or pixels.shape != (image.height, image.width, 4):
         return None
-    shape = (image.height, image.width, *{"L": (), "RGB": (3,), "RGBA": (4,)}[image.mode])
-    return Image.fromarray(pixels, image.mode) if pixels.shape == shape else None
+    rgba = Image.fromarray(pixels, "RGBA")
+    return rgba if image.mode == "RGBA" else rgba.convert("RGB" if image.mode == "RGB" else "L")
 
 
 def simple_webp(data: bytes) -> np.ndarray | None:

@@ -8,7 +8,7 @@ from PIL import Image, PngImagePlugin
 from scipy import ndimage
 
 from support import encode
-from tasks.images import ImageError, decode, fast_png, palette_gray, preprocess, simple_webp
+from tasks.images import ImageError, decode, fast_decode, palette_gray, preprocess, simple_webp
 
 
 def scan_of(digit: np.ndarray, scale: int = 8, dark_ink: bool = True, margin: int = 60) -> np.ndarray:
@@ -287,42 +287,87 @@ def colour_pictures(mode: str) -> list[Image.Image]:
     return [Image.fromarray(p[..., 0] if mode == "L" else p, mode) for p in (noise, ramp, flat, page)]
 
 
-@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA"])
+def pillows(data: bytes, mode: str) -> np.ndarray:
+    """The pixels Pillow decodes from a file, converted as digitflow takes a picture of that mode
+    (a palette picture: its gray values)."""
+    with Image.open(io.BytesIO(data)) as image:
+        return np.asarray(image.convert("L" if mode == "P" else mode))
+
+
+def palette_pictures() -> list[Image.Image]:
+    """colour_pictures as palette pictures with 2 to 256 colours (a PNG of 1, 4 and 8 bits an
+    index), and with indices past their palette, which a decoder must read as black."""
+    rng = np.random.default_rng(7)
+    pictures = [p.convert("P", palette=Image.Palette.ADAPTIVE, colors=c)
+                for p, c in zip(colour_pictures("RGB"), (256, 2, 16, 100))]
+    short = Image.fromarray(rng.integers(0, 256, (31, 47), dtype=np.uint8), "P")
+    short.putpalette(rng.integers(0, 256, 3 * 20, dtype=np.uint8).tobytes())
+    return pictures + [short]
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA", "P"])
 @pytest.mark.parametrize("level", [0, 1, 9])
 def test_pngs_have_pillows_pixels_when_the_fast_decoders_decode_them(mode, level):
     chunks = PngImagePlugin.PngInfo()
     chunks.add(b"gAMA", (45455).to_bytes(4, "big"))  # a gamma a decoder must not apply
     chunks.add_text("Software", "a scanner")
-    for picture in colour_pictures(mode):
+    for picture in palette_pictures() if mode == "P" else colour_pictures(mode):
         data = encode(picture, compress_level=level, pnginfo=chunks)
-        fast = fast_png(Image.open(io.BytesIO(data)), data)
-        assert fast is not None and fast.mode == mode  # libpng or libspng decoded it...
-        assert np.array_equal(np.asarray(fast), np.asarray(picture))  # ...to the file's pixels
-        assert np.array_equal(np.asarray(decode(data)), np.asarray(picture))
+        fast = fast_decode(Image.open(io.BytesIO(data)), data)
+        assert fast is not None and fast.mode == ("L" if mode == "P" else mode)  # decoded...
+        assert np.array_equal(np.asarray(fast), pillows(data, mode))  # ...to Pillow's pixels
+        assert np.array_equal(np.asarray(decode(data)), pillows(data, mode))
 
 
-def test_pngs_the_fast_decoders_leave_to_pillow_decode_as_before(mnist):
+@pytest.mark.parametrize("options", [{}, {"interlace": True}, {"optimize": True}])
+def test_gifs_have_pillows_pixels_when_wuffs_decodes_them(mnist, options):
+    gray = Image.fromarray(scan_of(mnist["x_test"][3]))  # Pillow reads a gray palette as mode L
+    for picture in palette_pictures() + [gray]:
+        data = encode(picture, "GIF", **options)
+        fast = fast_decode(Image.open(io.BytesIO(data)), data)
+        assert fast is not None and fast.mode == "L"
+        assert np.array_equal(np.asarray(fast), pillows(data, "P"))
+    frames = palette_pictures()[:2]  # an animation: its first frame
+    data = encode(frames[0], "GIF", save_all=True, append_images=frames[1:], **options)
+    assert np.array_equal(np.asarray(decode(data)), pillows(encode(frames[0], "GIF"), "P"))
+
+
+def test_pictures_the_fast_decoders_leave_to_pillow_decode_as_before(mnist):
     page = Image.fromarray(scan_of(mnist["x_test"][1])).convert("RGB")
     keyed = encode(page, transparency=(255, 255, 255))  # RGB with a transparent colour
     exif = Image.Exif()
     exif[0x0112] = 6
     turned = encode(page, exif=exif)
     gray16 = encode(Image.fromarray(np.asarray(page.convert("L")).astype(np.uint16) * 257))
-    for data in (keyed, turned, encode(page.convert("P")), encode(page.convert("1")), gray16,
-                 encode(page.convert("LA"))):
-        assert fast_png(Image.open(io.BytesIO(data)), data) is None
+    see_through = page.convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+    for data in (keyed, turned, encode(page.convert("1")), gray16, encode(page.convert("LA")),
+                 encode(see_through, transparency=3),
+                 encode(see_through, "GIF", transparency=3)):
+        assert fast_decode(Image.open(io.BytesIO(data)), data) is None
     assert decode(turned).size == page.size[::-1]  # the orientation still honoured
-    rgba = encode(page.convert("RGBA"))
+
+
+@pytest.mark.parametrize("fmt, mode", [("PNG", "L"), ("PNG", "RGB"), ("PNG", "RGBA"), ("PNG", "P"),
+                                       ("GIF", "P")])
+def test_damaged_files_are_refused_as_pillow_refuses_them(mnist, fmt, mode):
+    page = Image.fromarray(scan_of(mnist["x_test"][1])).convert(mode)
+    data = encode(page, fmt)
     with pytest.raises(ImageError, match="truncated or damaged"):
-        decode(rgba[:len(rgba) // 2])
-    broken = bytearray(rgba)
-    broken[len(broken) // 2] ^= 0xFF  # a flipped byte inside the pixels: libspng refuses it
-    assert fast_png(Image.open(io.BytesIO(bytes(broken))), bytes(broken)) is None
-    gray = bytearray(encode(page.convert("L")))
-    gray[len(gray) // 2] ^= 0xFF  # and libpng
-    assert fast_png(Image.open(io.BytesIO(bytes(gray))), bytes(gray)) is None
-    with pytest.raises(ImageError, match="truncated or damaged"):
-        decode(bytes(gray))
+        decode(data[:len(data) // 2])
+    rng = np.random.default_rng(1)
+    refused = 0
+    for place in rng.integers(100, len(data) - 20, 40):  # a flipped byte, mostly in the pixels
+        broken = bytearray(data)
+        broken[place] ^= 0xFF
+        try:
+            expected = pillows(bytes(broken), mode)
+        except (OSError, SyntaxError, ValueError):  # Pillow refuses it: so must digitflow
+            refused += 1
+            with pytest.raises(ImageError, match="truncated or damaged|not an image"):
+                decode(bytes(broken))
+            continue
+        assert np.array_equal(np.asarray(decode(bytes(broken))), expected)
+    assert refused > 10
 
 
 def webp(picture: Image.Image, **options) -> bytes:
@@ -373,7 +418,8 @@ def test_palette_gray_is_pillows_conversion(fmt):
         for width in (1, 3, 300):
             image = Image.fromarray(rng.integers(0, 256, (7, width), dtype=np.uint8), "P")
             image.putpalette(rng.integers(0, 256, 3 * colours, dtype=np.uint8).tobytes())
-            if fmt:
-                image = decode(encode(image, fmt))
+            if fmt:  # as Pillow decodes it (pictures the fast decoders leave to Pillow)
+                image = Image.open(io.BytesIO(encode(image, fmt)))
+                image.load()
             assert image.mode == "P"
             assert np.array_equal(np.asarray(palette_gray(image)), np.asarray(image.convert("L")))
