@@ -8,7 +8,8 @@ from PIL import Image, PngImagePlugin
 from scipy import ndimage
 
 from support import encode
-from tasks.images import ImageError, decode, fast_decode, palette_gray, preprocess, simple_webp
+from tasks.images import (
+    ImageError, decode, fast_decode, palette_gray, preprocess, simple_webp, to_mnist)
 
 
 def scan_of(digit: np.ndarray, scale: int = 8, dark_ink: bool = True, margin: int = 60) -> np.ndarray:
@@ -314,7 +315,8 @@ def test_pngs_have_pillows_pixels_when_the_fast_decoders_decode_them(mode, level
     for picture in palette_pictures() if mode == "P" else colour_pictures(mode):
         data = encode(picture, compress_level=level, pnginfo=chunks)
         fast = fast_decode(Image.open(io.BytesIO(data)), data)
-        assert fast is not None and fast.mode == ("L" if mode == "P" else mode)  # decoded...
+        assert fast is not None  # decoded (a gray picture as its array)...
+        assert isinstance(fast, np.ndarray) if mode == "L" else fast.mode == mode.replace("P", "L")
         assert np.array_equal(np.asarray(fast), pillows(data, mode))  # ...to Pillow's pixels
         assert np.array_equal(np.asarray(decode(data)), pillows(data, mode))
 
@@ -330,6 +332,12 @@ def test_gifs_have_pillows_pixels_when_wuffs_decodes_them(mnist, options):
     frames = palette_pictures()[:2]  # an animation: its first frame
     data = encode(frames[0], "GIF", save_all=True, append_images=frames[1:], **options)
     assert np.array_equal(np.asarray(decode(data)), pillows(encode(frames[0], "GIF"), "P"))
+
+
+@pytest.mark.parametrize("scale", [1, 7, 9, 13, 21])  # 32 to 672 pixels: both sides of shrink()
+def test_a_gray_pictures_array_gives_the_input_its_image_gives(mnist, scale):
+    page = scan_of(mnist["x_test"][4], scale=scale, margin=2 * scale)
+    assert np.array_equal(to_mnist(page), to_mnist(Image.fromarray(page)))
 
 
 def test_pictures_the_fast_decoders_leave_to_pillow_decode_as_before(mnist):
