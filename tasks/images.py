@@ -107,8 +107,8 @@ def fast_decode(image: Image.Image, data: bytes) -> Image.Image | np.ndarray | N
     as Pillow's decoder: 8-bit gray PNGs by imagecodecs's libpng; 8-bit RGB and RGBA PNGs, palette
     PNGs and GIFs by Wuffs (per-kind times in docs/BENCHMARKS.md). A gray picture comes back as
     its uint8 array, a palette picture as its convert("L"), which is all digitflow makes of one.
-    None for any other picture, and where
-    the library refuses the file: Pillow decodes those, and says what is wrong."""
+    None for any other picture, and where the library refuses the file: Pillow decodes those,
+    and says what is wrong."""
     if (image.format not in ("PNG", "GIF") or image.mode not in ("L", "RGB", "RGBA", "P")
             or len(image.tile) != 1 or image.tile[0].extents != (0, 0, *image.size)
             or "transparency" in image.info):
