@@ -62,10 +62,11 @@ def main() -> None:
     paths = [p for folder in sys.argv[2:] for p in sorted(Path(folder).rglob("*"))
              if p.is_file() and p.suffix.lower() in EXTENSIONS]
     blobs = [p.read_bytes() for p in paths]
-    differ = [p for p, data in zip(paths, blobs) if not same(outcome(before, data), outcome(images, data))]
-    for path in differ[:20]:
-        print(f"differs: {path}: {describe(outcome(before, path.read_bytes()))} at {sys.argv[1]}, "
-              f"{describe(outcome(images, path.read_bytes()))} now")
+    outcomes = [(path, outcome(before, data), outcome(images, data))
+                for path, data in zip(paths, blobs)]
+    differ = [(path, old, new) for path, old, new in outcomes if not same(old, new)]
+    for path, old, new in differ[:20]:
+        print(f"differs: {path}: {describe(old)} at {sys.argv[1]}, {describe(new)} now")
     then, now = seconds(before, blobs), seconds(images, blobs)
     print(f"{len(paths)} files, {len(differ)} differ; per file {1000 * then / len(paths):.2f} ms at "
           f"{sys.argv[1]}, {1000 * now / len(paths):.2f} ms now ({now / then:.2f}×)")

@@ -113,17 +113,17 @@ def fast_decode(image: Image.Image, data: bytes) -> Image.Image | np.ndarray | N
             or len(image.tile) != 1 or image.tile[0].extents != (0, 0, *image.size)
             or "transparency" in image.info):
         return None
-    if image.format == "PNG" and (
-            image.tile[0].args not in (image.mode, "P;1", "P;2", "P;4")  # 8 bits a sample, or indices
-            or getattr(image, "n_frames", 1) != 1 or "interlace" in image.info
-            or b"eXIf" in data):  # an orientation, before or after the pixels: Pillow reads it
-        return None
-    if image.format == "PNG" and image.mode == "L":
-        try:
-            pixels = imagecodecs.png_decode(data)
-        except Exception:  # whatever the library refuses, Pillow's error is the one a person reads
+    if image.format == "PNG":
+        if (image.tile[0].args not in (image.mode, "P;1", "P;2", "P;4")  # 8-bit samples or indices
+                or getattr(image, "n_frames", 1) != 1 or "interlace" in image.info
+                or b"eXIf" in data):  # an orientation, before or after the pixels: Pillow reads it
             return None
-        return pixels if pixels.shape == (image.height, image.width) else None
+        if image.mode == "L":
+            try:
+                pixels = imagecodecs.png_decode(data)
+            except Exception:  # whatever libpng refuses, Pillow's error is the one a person reads
+                return None
+            return pixels if pixels.shape == (image.height, image.width) else None
     decoded = WUFFS.decode(data)  # a GIF's first frame
     pixels = decoded.pixbuf  # made anew, at some cost, each time it is asked for
     if decoded.error_message or pixels.shape != (image.height, image.width, 4):
@@ -151,11 +151,14 @@ def simple_webp(data: bytes) -> np.ndarray | None:
     return pixels if pixels.shape == (height, width, 3) and pixels.dtype == np.uint8 else None
 
 
-def shrink(image: Image.Image) -> Image.Image:
-    """Box-average a large picture down to about WORKING_SIZE before any per-pixel float work."""
-    factor = max(image.size) // WORKING_SIZE
+def shrink(image: Image.Image | np.ndarray) -> Image.Image | np.ndarray:
+    """Box-average a large picture down to about WORKING_SIZE before any per-pixel float work.
+    An 8-bit gray picture's array (decode_pixels) too small to reduce stays an array."""
+    factor = max(image.shape if isinstance(image, np.ndarray) else image.size) // WORKING_SIZE
     if factor < 2:
         return image
+    if isinstance(image, np.ndarray):
+        image = Image.fromarray(image)  # reduced by Pillow, as any other picture is
     if image.mode == "P" and "transparency" not in image.info:  # indices cannot be averaged
         image = palette_gray(image)
     elif image.mode in ("P", "1"):
@@ -175,8 +178,11 @@ def palette_gray(image: Image.Image) -> Image.Image:
     return image.point(list(strip.convert("L").tobytes()), "L")
 
 
-def grayscale(image: Image.Image) -> np.ndarray:
-    """Float32 luminance in [0, 1], with any transparency composited onto paper."""
+def grayscale(image: Image.Image | np.ndarray) -> np.ndarray:
+    """Float32 luminance in [0, 1], with any transparency composited onto paper. An array is an
+    8-bit gray picture's pixels (decode_pixels)."""
+    if isinstance(image, np.ndarray) or image.mode == "L":
+        return np.divide(np.asarray(image), 255, dtype=np.float32)  # float32(gray) / 255, one pass
     if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
         pixels = np.asarray(image, dtype=np.float32)
         top = 65535.0 if image.mode.startswith("I;16") or pixels.max() <= 65535 else pixels.max()
@@ -194,8 +200,7 @@ def grayscale(image: Image.Image) -> np.ndarray:
             paper = 1.0 if ink_level < 0.5 else 0.0
             gray = gray * alpha + paper * (1 - alpha)
         return gray
-    gray = np.asarray(image if image.mode == "L" else image.convert("L"))
-    return np.divide(gray, 255, dtype=np.float32)  # float32(gray) / 255, in one pass
+    return grayscale(image.convert("L"))
 
 
 def _stretch(pixels: np.ndarray) -> np.ndarray:
@@ -365,12 +370,7 @@ def wide_enough(mask: np.ndarray, half_width: float) -> bool:
 def to_mnist(image: Image.Image | np.ndarray) -> np.ndarray:
     """The 28×28 float32 model input for one decoded picture (an Image, or an 8-bit gray
     picture's uint8 array); ImageError if there is no digit."""
-    if isinstance(image, np.ndarray) and max(image.shape) // WORKING_SIZE >= 2:
-        image = Image.fromarray(image)  # large enough for shrink(), which reduces it with Pillow
-    if isinstance(image, np.ndarray):
-        gray = np.divide(image, 255, dtype=np.float32)  # grayscale() of a mode "L" picture
-    else:
-        gray = grayscale(shrink(image))
+    gray = grayscale(shrink(image))
     scale = WORKING_SIZE / max(gray.shape)
     if scale < 1:
         size = (max(1, round(gray.shape[1] * scale)), max(1, round(gray.shape[0] * scale)))
