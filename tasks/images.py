@@ -8,6 +8,7 @@ gives the model something it has never seen; this gives it a digit.
 
 import io
 import math
+import threading
 
 import imagecodecs
 import numpy as np
@@ -99,7 +100,15 @@ def wuffs_decoder() -> wuffs.ImageDecoder:
     return wuffs.ImageDecoder(config)
 
 
-WUFFS = wuffs_decoder()  # it holds the GIL while it decodes: threads may share it
+THREAD = threading.local()
+
+
+def wuffs_decode(data: bytes) -> wuffs.ImageDecodingResult:
+    """data decoded by this thread's own Wuffs decoder: one releases the GIL while it decodes
+    and keeps its result in itself, so threads sharing one crash (readers in a Prefect task)."""
+    if (decoder := getattr(THREAD, "wuffs", None)) is None:
+        decoder = THREAD.wuffs = wuffs_decoder()
+    return decoder.decode(data)
 
 
 def fast_decode(image: Image.Image, data: bytes) -> Image.Image | np.ndarray | None:
@@ -124,7 +133,7 @@ def fast_decode(image: Image.Image, data: bytes) -> Image.Image | np.ndarray | N
             except Exception:  # whatever libpng refuses, Pillow's error is the one a person reads
                 return None
             return pixels if pixels.shape == (image.height, image.width) else None
-    decoded = WUFFS.decode(data)  # a GIF's first frame
+    decoded = wuffs_decode(data)  # a GIF's first frame
     pixels = decoded.pixbuf  # made anew, at some cost, each time it is asked for
     if decoded.error_message or pixels.shape != (image.height, image.width, 4):
         return None

@@ -1,6 +1,7 @@
 """Preprocessing: any image file → the 28×28 input MNIST models were trained on."""
 
 import io
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -332,6 +333,20 @@ def test_gifs_have_pillows_pixels_when_wuffs_decodes_them(mnist, options):
     frames = palette_pictures()[:2]  # an animation: its first frame
     data = encode(frames[0], "GIF", save_all=True, append_images=frames[1:], **options)
     assert np.array_equal(np.asarray(decode(data)), pillows(encode(frames[0], "GIF"), "P"))
+
+
+def test_threads_decode_at_once_each_to_its_own_pixels():
+    # Readers in a scoring task decode side by side; Wuffs's decoder releases the GIL while it
+    # decodes, so a decoder shared by threads gives wrong pixels or crashes the process.
+    rng = np.random.default_rng(3)
+    files = [encode(Image.fromarray(rng.integers(0, 256, (*rng.integers(20, 300, 2), 3), dtype=np.uint8))
+                    .convert("P", palette=Image.Palette.ADAPTIVE, colors=int(rng.integers(2, 256))),
+                    ("PNG", "GIF")[i % 2]) for i in range(40)]
+    expected = [pillows(data, "P") for data in files]
+    with ThreadPoolExecutor(4) as pool:
+        same = pool.map(lambda i: np.array_equal(np.asarray(decode(files[i % 40])), expected[i % 40]),
+                        range(4000))
+        assert all(same)
 
 
 @pytest.mark.parametrize("scale", [1, 7, 9, 13, 21])  # 32 to 672 pixels: both sides of shrink()
