@@ -5,7 +5,8 @@
 FOLDER: a folder of images (bench/score.py's pngs-3x: 30,000 28×28 PNGs). Prints, best of 5,
 µs per file for `list_images` against the `os.walk` listing it replaced (an lstat per file to
 tell links apart), and µs per result for a reader batch's round trip through pickle, one array
-per picture against `pack` (one array per batch of 250).
+per picture against `pack` (one array per batch of 250), and µs per file for reading a file's
+bytes with `read_bytes` against `open().read()`.
 """
 
 import os
@@ -16,7 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tasks.files import (  # noqa: E402
-    EXTENSIONS, OUTSIDE_LINK, ImageFile, display_name, list_images, pack, read_image, unpacked)
+    EXTENSIONS, MAX_FILE_BYTES, OUTSIDE_LINK, ImageFile, display_name, list_images, pack, read_bytes,
+    read_image, unpacked)
 
 
 def walked(folder: Path) -> list[ImageFile]:
@@ -59,6 +61,15 @@ def main() -> None:
     assert walked(folder) == files  # the same list either way
     print(f"listing {len(files)} files: os.walk {best(lambda: walked(folder), len(files)):.1f} µs "
           f"per file, list_images {best(lambda: list_images(folder), len(files)):.1f}")
+    locations = [f.location for f in files[:5000]]
+
+    def opened():
+        for location in locations:
+            with open(location, "rb") as f:
+                f.read(min(os.fstat(f.fileno()).st_size, MAX_FILE_BYTES) + 1)
+
+    print(f"reading a file: open().read() {best(opened, len(locations)):.2f} µs, read_bytes "
+          f"{best(lambda: [read_bytes(x, MAX_FILE_BYTES + 1) for x in locations], len(locations)):.2f}")
     read = [read_image(f) for f in files[:5000]]
     batches = [read[i:i + 250] for i in range(0, len(read), 250)]
 

@@ -107,9 +107,7 @@ def read_image(file: ImageFile) -> tuple[str | None, np.ndarray | None, str | No
     if file.problem:
         return None, None, file.problem
     try:
-        with open(file.location, "rb") as f:
-            # Sized by the file, not the limit: a 256 MiB buffer per call cost 0.06 ms per image.
-            data = f.read(min(os.fstat(f.fileno()).st_size, MAX_FILE_BYTES) + 1)
+        data = read_bytes(file.location, MAX_FILE_BYTES + 1)
     except OSError as exc:
         return None, None, f"cannot read file: {exc.strerror or exc}"
     if len(data) > MAX_FILE_BYTES:
@@ -126,6 +124,22 @@ def read_image(file: ImageFile) -> tuple[str | None, np.ndarray | None, str | No
         return sha, None, str(exc)
     except Exception as exc:  # a decoder's own bug is still this file's error row, not the run's
         return sha, None, f"could not prepare the image: {type(exc).__name__}: {exc}"
+
+
+def read_bytes(location: str, limit: int) -> bytes:
+    """open(location, "rb").read(limit), without its file objects: 2.9 µs against 6.2 a 28×28
+    PNG (bench/listing.py)."""
+    fd = os.open(location, os.O_RDONLY)
+    try:
+        # Sized by the file, not the limit: a 256 MiB buffer per call cost 0.06 ms per image.
+        wanted = min(os.fstat(fd).st_size + 1, limit)
+        data = os.read(fd, wanted)
+        # Until the end of the file: one read may return less (some network file systems do).
+        while len(data) < wanted and (more := os.read(fd, wanted - len(data))):
+            data += more
+        return data
+    finally:
+        os.close(fd)
 
 
 # What a batch's results cross back in: (sha256, error, index into the inputs or -1) per file,

@@ -39,12 +39,25 @@ class ScoredChunk:
     inputs: dict[str, np.ndarray]  # statistics of the readable pictures' inputs (tasks.drift)
 
 
+PIECE = 2_000  # files a scoring task reads and predicts at a time: it holds one piece's pictures
+
+
 def score_chunk(files: list[ImageFile], model_path: Path) -> ScoredChunk:
-    """Prediction rows for `files`, in order (one batched predict for all readable images), and
-    what the drift check needs of their inputs."""
+    """Prediction rows for `files`, in order, and what the drift check needs of their inputs,
+    a piece at a time: a chunk can be large (few Prefect task runs) with little memory."""
+    scoring = load_scoring_model(model_path)
+    # (no files: one empty piece, which gives the empty table)
+    pieces = [score_piece(files[i:i + PIECE], scoring) for i in range(0, len(files) or 1, PIECE)]
+    measured = [piece.inputs for piece in pieces if piece.inputs]
+    return ScoredChunk(pa.concat_tables([piece.table for piece in pieces]),
+                       {name: np.concatenate([m[name] for m in measured]) for name in INPUT_STATISTICS}
+                       if measured else {})
+
+
+def score_piece(files: list[ImageFile], scoring: ScoringModel) -> ScoredChunk:
     read = read_images(files)
     inputs = [x for _, x, _ in read if x is not None]
-    return ScoredChunk(prediction_table(files, read, load_scoring_model(model_path)),
+    return ScoredChunk(prediction_table(files, read, scoring),
                        input_statistics(np.stack(inputs)) if inputs else {})
 
 

@@ -18,7 +18,8 @@ from PIL import Image
 from tasks.models import build_seed
 from tasks.files import list_images
 from tasks.inference import load_scoring_model
-from tasks.score import SCHEMA, DatasetSink, score_files, summarize, write_table
+from tasks import score
+from tasks.score import SCHEMA, DatasetSink, score_chunk, score_files, summarize, write_table
 from tasks.modelfiles import model_version
 from tasks.store import file_sha256
 from support import encode, loaded_modules
@@ -83,6 +84,18 @@ def test_non_utf8_file_names_are_scored_and_stored_printably(tmp_path, mnist):
     found.path.encode("utf-8")  # storable in Parquet
 
 
+def test_a_chunk_scored_in_pieces_gives_what_it_gives_in_one(folder, model_path, monkeypatch):
+    files = list_images(folder)
+    whole = score_chunk(files, model_path)
+    monkeypatch.setattr(score, "PIECE", 3)  # 8 files: pieces of 3, 3 and 2, errors among them
+    pieces = score_chunk(files, model_path)
+    assert pieces.table.drop(["scored_at"]).equals(whole.table.drop(["scored_at"]))
+    assert whole.inputs.keys() == pieces.inputs.keys() and len(whole.inputs["ink"]) == 4
+    # (the same statistics, up to how BLAS rounds a matrix product of another size)
+    assert all(np.allclose(whole.inputs[k], pieces.inputs[k], rtol=1e-12) for k in whole.inputs)
+    assert len(score_chunk([], model_path).table) == 0
+
+
 def test_one_row_per_file_with_clear_errors(folder, model_path, tmp_path):
     table = score_files(list_images(folder), model_path)
     rows = table.to_pandas().set_index("path")
@@ -124,6 +137,17 @@ def test_text_bombs_and_huge_files_are_error_rows_with_their_reasons(folder, mod
     assert rows.loc["huge.bmp", "error"] == "file larger than 0 MiB; not an image to score"
     assert rows.loc["huge.bmp", "sha256"] == hashlib.sha256((folder / "huge.bmp").read_bytes()).hexdigest()
     assert rows.loc["a.png", "status"] == "ok"
+
+
+def test_files_are_read_whole_where_the_file_system_gives_short_reads(folder, model_path,
+                                                                      monkeypatch):
+    import tasks.files
+
+    whole = score_files(list_images(folder), model_path).drop(["scored_at"])
+    read = os.read
+    monkeypatch.setattr(tasks.files.os, "read", lambda fd, n: read(fd, min(n, 100)))  # as FUSE may
+    assert score_files(list_images(folder), model_path).drop(["scored_at"]).equals(whole)
+    assert tasks.files.read_bytes(str(folder / "a.png"), 150) == (folder / "a.png").read_bytes()[:150]
 
 
 def test_unreadable_file_is_an_error_row(folder, model_path):
