@@ -12,7 +12,7 @@ import importlib
 import multiprocessing
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -275,16 +275,18 @@ class ReadAhead:
             for place, row in enumerate(batch):
                 self.read[row[1]] = (future, place)
 
-    def take(self, file: ImageFile) -> tuple | None:
-        """The file's result if it was read ahead and has not changed since; None otherwise."""
+    def claim(self, file: ImageFile) -> tuple[Future, int] | None:
+        """Where the file's result will be if it is being read ahead (taken(), once), else None."""
         self.listing.join()
-        entry = self.read.pop(file.location, None)
-        if entry is None:
-            return None
-        future, place = entry
-        stamps, packed = future.result()
-        before = stamps[place]
-        return unpacked(packed, place) if before is not None and before == stamp(file.location) else None
+        return self.read.pop(file.location, None)
+
+
+def taken(entry: tuple[Future, int], file: ImageFile) -> tuple | None:
+    """The read-ahead result of a file claimed, if the file has not changed since; else None."""
+    future, place = entry
+    stamps, packed = future.result()
+    before = stamps[place]
+    return unpacked(packed, place) if before is not None and before == stamp(file.location) else None
 
 
 _ahead: ReadAhead | None = None
@@ -300,16 +302,28 @@ def read_ahead(folder: Path, limit: int = READ_AHEAD) -> None:
 
 def read_images(files: list[ImageFile]) -> list[tuple[str | None, np.ndarray | None, str | None]]:
     """read_image for every file, in order; spread over all cores when there are enough."""
-    results = [_ahead.take(f) for f in files] if _ahead is not None else [None] * len(files)
-    todo = [i for i, result in enumerate(results) if result is None]
+    return start_reading(files)()
+
+
+def start_reading(files: list[ImageFile]) -> Callable[[], list[tuple]]:
+    """read_images(files), begun: the reader processes start on the files now, while the caller
+    goes on with other work; what this returns waits for them and gives read_images' list."""
+    claimed = [_ahead.claim(f) for f in files] if _ahead is not None else [None] * len(files)
+    todo = [i for i, entry in enumerate(claimed) if entry is None]
     # A Dask worker is a daemonic process, which may not start children: there the cluster's
     # workers are the parallelism.
-    if multiprocessing.current_process().daemon or len(todo) < PARALLEL_FROM:
-        read = [read_image(files[i]) for i in todo]
-    else:
+    reading = None
+    if not multiprocessing.current_process().daemon and len(todo) >= PARALLEL_FROM:
         rows = [(files[i].path, files[i].location, files[i].problem) for i in todo]
-        read = [unpacked(packed, place) for packed in worker_pool().map(_read_batch, batches(rows))
-                for place in range(len(packed[0]))]
-    for i, result in zip(todo, read):
-        results[i] = result
+        reading = worker_pool().map(_read_batch, batches(rows))  # submitted now
+
+    def results() -> list[tuple]:
+        read = ([read_image(files[i]) for i in todo] if reading is None else
+                [unpacked(packed, place) for packed in reading for place in range(len(packed[0]))])
+        found = [None if entry is None else taken(entry, file) for entry, file in zip(claimed, files)]
+        for i, result in zip(todo, read):
+            found[i] = result
+        # (None: a file that changed after it was read ahead, read again)
+        return [result or read_image(file) for result, file in zip(found, files)]
+
     return results

@@ -18,7 +18,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 
 from tasks.drift import INPUT_STATISTICS, drift_against, drift_event_payload, input_statistics
-from tasks.files import Files, ImageFile, list_images, read_images
+from tasks.files import Files, ImageFile, list_images, start_reading
 from tasks.inference import PROB_COLUMNS, ScoringModel, load_scoring_model, top3
 from tasks.paths import Paths
 from tasks.settings import ScoreSettings
@@ -47,15 +47,20 @@ def score_chunk(files: list[ImageFile], model_path: Path) -> ScoredChunk:
     a piece at a time: a chunk can be large (few Prefect task runs) with little memory."""
     scoring = load_scoring_model(model_path)
     # (no files: one empty piece, which gives the empty table)
-    pieces = [score_piece(files[i:i + PIECE], scoring) for i in range(0, len(files) or 1, PIECE)]
-    measured = [piece.inputs for piece in pieces if piece.inputs]
-    return ScoredChunk(pa.concat_tables([piece.table for piece in pieces]),
+    pieces = [files[i:i + PIECE] for i in range(0, len(files) or 1, PIECE)]
+    scored, reading = [], start_reading(pieces[0])
+    for piece, following in zip(pieces, pieces[1:] + [None]):
+        read = reading()
+        if following is not None:
+            reading = start_reading(following)  # read while this piece is predicted
+        scored.append(score_piece(piece, read, scoring))
+    measured = [piece.inputs for piece in scored if piece.inputs]
+    return ScoredChunk(pa.concat_tables([piece.table for piece in scored]),
                        {name: np.concatenate([m[name] for m in measured]) for name in INPUT_STATISTICS}
                        if measured else {})
 
 
-def score_piece(files: list[ImageFile], scoring: ScoringModel) -> ScoredChunk:
-    read = read_images(files)
+def score_piece(files: list[ImageFile], read: list[tuple], scoring: ScoringModel) -> ScoredChunk:
     inputs = [x for _, x, _ in read if x is not None]
     return ScoredChunk(prediction_table(files, read, scoring),
                        input_statistics(np.stack(inputs)) if inputs else {})

@@ -96,6 +96,24 @@ def test_a_chunk_scored_in_pieces_gives_what_it_gives_in_one(folder, model_path,
     assert len(score_chunk([], model_path).table) == 0
 
 
+def test_pieces_read_by_the_reader_processes_while_others_are_predicted(tmp_path, mnist, model_path,
+                                                                        monkeypatch):
+    from tasks import files as reading
+
+    for i in range(2 * reading.PARALLEL_FROM + 50):
+        (tmp_path / f"{i:04d}.png").write_bytes(encode(mnist["x_test"][i]) if i % 97 else b"broken")
+    files = list_images(tmp_path)
+    try:
+        whole = score_chunk(files, model_path)  # one piece, by the readers
+        monkeypatch.setattr(score, "PIECE", reading.PARALLEL_FROM)  # two by the readers, one in-process
+        pieces = score_chunk(files, model_path)
+    finally:
+        reading.stop_readers()
+    assert pieces.table.drop(["scored_at"]).equals(whole.table.drop(["scored_at"]))
+    assert pieces.table["path"].to_pylist() == [f.path for f in files]
+    assert pieces.table["error"].null_count == len(files) - 5
+
+
 def test_one_row_per_file_with_clear_errors(folder, model_path, tmp_path):
     table = score_files(list_images(folder), model_path)
     rows = table.to_pandas().set_index("path")
