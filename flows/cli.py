@@ -79,7 +79,8 @@ def parser(flow_defaults: bool = True) -> argparse.ArgumentParser:
                       help="append to this partitioned dataset, skipping files this model scored")
     score.add_argument("--model", help=".keras file, model folder or version (default: the champion)")
     score.add_argument("--labels", type=Path, help="CSV with columns path,label: report accuracy")
-    score.add_argument("--chunk-size", type=positive, help="images per task (default: %(default)s)")
+    score.add_argument("--chunk-size", type=positive,
+                       help="images per task (default: 10,000; with --workers or --dask-address, 2,000)")
     add_cluster_options(score)
 
     sweep = commands.add_parser("sweep", help="train a grid of dense networks, gate the best (sweep-digits flow)")

@@ -5,6 +5,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from prefect import flow, unmapped
+from prefect.context import FlowRunContext
 from prefect.futures import as_completed
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
@@ -32,11 +33,19 @@ def score_run_name() -> str:
     return f"score-{folder}-{datetime.now(timezone.utc):%Y-%m-%d}"
 
 
-# Two chunks in flight: one being read by the worker processes while the other is predicted.
-# Unbounded, every chunk of a large folder would be decoded at once and memory would grow with it.
+def default_chunk_size() -> int:
+    """Here a chunk is read by every reader process, a piece at a time (tasks.score.PIECE), so
+    chunks are large: fewer Prefect task runs, each costing the flow and the server CPU
+    (docs/BENCHMARKS.md). On Dask a chunk is one worker's task: several for each worker."""
+    on_dask = not isinstance(FlowRunContext.get().task_runner, ThreadPoolTaskRunner)
+    return 2_000 if on_dask else 10_000
+
+
 DEFAULTS = {name: field.default for name, field in ScoreSettings.model_fields.items()}
 
 
+# Two chunks in flight: each task reads its next piece while it predicts one. Unbounded, every
+# chunk of a large folder would be decoded at once and memory would grow with it.
 @flow(name="score-folder", flow_run_name=score_run_name, task_runner=ThreadPoolTaskRunner(max_workers=2))
 def score_folder(
     folder: Path,
@@ -44,7 +53,7 @@ def score_folder(
     model: Path | None = DEFAULTS["model"],
     labels: Path | None = DEFAULTS["labels"],
     dataset: Path | None = DEFAULTS["dataset"],
-    chunk_size: int = DEFAULTS["chunk_size"],
+    chunk_size: int | None = DEFAULTS["chunk_size"],
 ) -> dict:
     settings = ScoreSettings(**locals())  # the parameters above (all there is so far), validated
     started = time.perf_counter()
@@ -61,9 +70,10 @@ def score_folder(
     model_path = resolve_model(paths, settings.model)
     version = load_scoring_model(model_path).version
     files = select_unscored(files=Files(found), sink=sink, version=version)
-    # Score: a few thousand images per task, never one task per image
-    starts = range(0, len(files), settings.chunk_size)
-    chunks = [Files(files[i:i + settings.chunk_size]) for i in starts]
+    # Score: thousands of images per task, never one task per image
+    size = settings.chunk_size or default_chunk_size()
+    starts = range(0, len(files), size)
+    chunks = [Files(files[i:i + size]) for i in starts]
     futures = score_images.map(chunks, model_path=unmapped(model_path), first=starts,
                                part=[sink.part(run_id, i) for i in starts])
     chunks = []

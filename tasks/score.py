@@ -39,7 +39,7 @@ class ScoredChunk:
     inputs: dict[str, np.ndarray]  # statistics of the readable pictures' inputs (tasks.drift)
 
 
-PIECE = 2_000  # files a scoring task reads and predicts at a time: it holds one piece's pictures
+PIECE = 1_000  # files a scoring task reads and predicts at a time: it holds one piece's pictures
 
 
 def score_chunk(files: list[ImageFile], model_path: Path) -> ScoredChunk:

@@ -44,7 +44,8 @@ class ScoreSettings(BaseModel, frozen=True):
     model: Path | None = None  # a .keras file or a model folder; default: the latest trained
     labels: Path | None = None  # optional CSV of true labels (path,label): reports accuracy
     dataset: Path | None = None  # append to this partitioned dataset, skipping files scored before
-    chunk_size: PositiveInt = Field(default=2000, description="images per scoring task")
+    chunk_size: PositiveInt | None = Field(
+        default=None, description="images per scoring task; default: 10,000, or 2,000 on Dask")
 
     def model_post_init(self, _context: object) -> None:
         if self.output is not None and self.dataset is not None:

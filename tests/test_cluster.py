@@ -115,3 +115,17 @@ def test_cluster_options_choose_the_task_runner():
     assert dask_runner(None, "tcp://127.0.0.1:8786").address == "tcp://127.0.0.1:8786"
     with pytest.raises(ValueError, match="not both"):
         dask_runner(2, "tcp://127.0.0.1:8786")
+
+
+def test_chunks_are_large_here_and_several_for_each_worker_on_dask(monkeypatch):
+    from types import SimpleNamespace
+
+    from prefect.task_runners import ThreadPoolTaskRunner
+    from prefect_dask import DaskTaskRunner
+
+    import flows.score
+
+    for runner, size in ((ThreadPoolTaskRunner(max_workers=2), 10_000), (DaskTaskRunner(), 2_000)):
+        context = SimpleNamespace(task_runner=runner)
+        monkeypatch.setattr(flows.score.FlowRunContext, "get", lambda context=context: context)
+        assert flows.score.default_chunk_size() == size
