@@ -80,7 +80,7 @@ def score_folder(
     with progress(len(files), f"scoring {len(files)} images") as advance:
         for future in as_completed(futures):
             chunks.append(future.result())
-            advance(len(chunks[-1].table))
+            advance(len(chunks[-1].table) - chunks[-1].shown)  # on Dask, the whole chunk now
     # Write
     summary = write_predictions(chunks=chunks, sink=sink, labels=settings.labels)
     # Compare with the champion's reference; over threshold, ask for a review (an event)

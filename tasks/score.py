@@ -21,6 +21,7 @@ from tasks.drift import INPUT_STATISTICS, drift_against, drift_event_payload, in
 from tasks.files import Files, ImageFile, list_images, start_reading
 from tasks.inference import PROB_COLUMNS, ScoringModel, load_scoring_model, top3
 from tasks.paths import Paths
+from tasks.progress import advanced
 from tasks.settings import ScoreSettings
 from tasks.store import atomic_path, file_sha256, write_json
 
@@ -37,6 +38,7 @@ SCHEMA = pa.schema(
 class ScoredChunk:
     table: pa.Table  # the prediction rows, in SCHEMA
     inputs: dict[str, np.ndarray]  # statistics of the readable pictures' inputs (tasks.drift)
+    shown: int = 0  # rows already counted by the flow's progress, piece by piece
 
 
 PIECE = 1_000  # files a scoring task reads and predicts at a time: it holds one piece's pictures
@@ -48,16 +50,17 @@ def score_chunk(files: list[ImageFile], model_path: Path) -> ScoredChunk:
     scoring = load_scoring_model(model_path)
     # (no files: one empty piece, which gives the empty table)
     pieces = [files[i:i + PIECE] for i in range(0, len(files) or 1, PIECE)]
-    scored, reading = [], start_reading(pieces[0])
+    scored, reading, shown = [], start_reading(pieces[0]), 0
     for piece, following in zip(pieces, pieces[1:] + [None]):
         read = reading()
         if following is not None:
             reading = start_reading(following)  # read while this piece is predicted
         scored.append(score_piece(piece, read, scoring))
+        shown += len(piece) if advanced(len(piece)) else 0
     measured = [piece.inputs for piece in scored if piece.inputs]
     return ScoredChunk(pa.concat_tables([piece.table for piece in scored]),
                        {name: np.concatenate([m[name] for m in measured]) for name in INPUT_STATISTICS}
-                       if measured else {})
+                       if measured else {}, shown)
 
 
 def score_piece(files: list[ImageFile], read: list[tuple], scoring: ScoringModel) -> ScoredChunk:

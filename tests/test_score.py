@@ -114,6 +114,34 @@ def test_pieces_read_by_the_reader_processes_while_others_are_predicted(tmp_path
     assert pieces.table["error"].null_count == len(files) - 5
 
 
+def test_progress_moves_with_each_piece_and_counts_each_file_once(folder, model_path, monkeypatch):
+    import tasks.progress
+
+    steps = []
+    monkeypatch.setattr(tasks.progress, "_open", [steps.append])  # a progress open in this process
+    monkeypatch.setattr(score, "PIECE", 3)
+    files = list_images(folder)  # 8
+    assert score_chunk(files, model_path).shown == 8 and steps == [3, 3, 2]
+    monkeypatch.setattr(tasks.progress, "_open", [])  # none (a Dask worker's case)
+    assert score_chunk(files, model_path).shown == 0
+
+
+def test_the_ui_progress_is_updated_at_most_once_a_second_and_at_the_end(monkeypatch):
+    import tasks.progress
+
+    clock, sent = [100.0], []
+    monkeypatch.setattr(tasks.progress.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(tasks.progress, "create_progress_artifact", lambda **_: "artifact")
+    monkeypatch.setattr(tasks.progress, "update_progress_artifact",
+                        lambda artifact, progress: sent.append(progress))
+    with tasks.progress.progress(10, "scoring"):
+        for second in (0.3, 0.6, 1.2, 1.5, 2.4):  # what pieces report, as they finish
+            clock[0] = 100 + second
+            assert tasks.progress.advanced(2)
+    assert sent == [60.0, 100.0, 100.0]  # at 1.2 s and 2.4 s; then on closing
+    assert not tasks.progress.advanced(2)
+
+
 def test_one_row_per_file_with_clear_errors(folder, model_path, tmp_path):
     table = score_files(list_images(folder), model_path)
     rows = table.to_pandas().set_index("path")
