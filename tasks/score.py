@@ -41,7 +41,7 @@ class ScoredChunk:
     shown: int = 0  # rows already counted by the flow's progress, piece by piece
 
 
-PIECE = 1_000  # files a scoring task reads and predicts at a time: it holds one piece's pictures
+PIECE = 1_000  # files a scoring task reads and predicts at a time; it holds two pieces at most
 
 
 def score_chunk(files: list[ImageFile], model_path: Path) -> ScoredChunk:
